@@ -1,0 +1,62 @@
+"""`alliance`: the operator's command line."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import ledger
+from cli.alliance_settings import settings_app
+from cli.keys import keys_app
+from cli.merchant import merchant_app
+from cli.runtime import console, database_url, where
+from core.config import get_settings
+
+app = typer.Typer(
+    name="alliance",
+    help="Operate an alliance points exchange: database, merchants, ledger jobs, the server.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(merchant_app, name="merchant")
+app.add_typer(settings_app, name="settings")
+app.add_typer(keys_app, name="keys")
+app.command(epilog="Example: alliance expire")(ledger.expire)
+app.command(epilog="Example: alliance verify")(ledger.verify)
+app.command(epilog="Example: alliance demo")(ledger.demo)
+
+
+@app.command(
+    epilog="Example: DATABASE_URL=postgresql://postgres@127.0.0.1:5432/alliance alliance migrate"
+)
+def migrate() -> None:
+    """Apply the database migrations (to the embedded PostgreSQL unless DATABASE_URL is set)."""
+    from core.migrations import upgrade_to_head
+
+    url = database_url()
+    upgrade_to_head(url)
+    console.print(f"Database at {where()} is at the latest schema.")
+
+
+@app.command(epilog="Example: alliance serve --port 8000 --workers 2")
+def serve(
+    host: str = typer.Option(None, help="Interface to listen on (default ALLIANCE_HOST)."),
+    port: int = typer.Option(None, help="Port (default ALLIANCE_PORT, 8000)."),
+    workers: int = typer.Option(1, min=1, help="Worker processes."),
+) -> None:
+    """Run the exchange's HTTP server."""
+    import uvicorn
+
+    settings = get_settings()
+    console.print(f"Database: {where()}")
+    uvicorn.run(
+        "exchange.main:app_factory",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,241 @@
+"""`alliance merchant …`: onboard partner merchants, manage their keys, limits and status."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cli.runtime import console, open_database, run
+from core.clock import Clock, SystemClock
+from core.database import Database
+from core.errors import DomainError
+from merchants import service
+from merchants.keys import jwk_thumbprint, parse_public_key
+from merchants.models import KeyCounts, Merchant
+
+T = TypeVar("T")
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+merchant_app = typer.Typer(
+    help="Partner merchants: create, keys, liability limit, suspend, reactivate, close.",
+    no_args_is_help=True,
+)
+
+MerchantId = Annotated[str, typer.Argument(help="The merchant's id, e.g. mer_tea_house.")]
+
+
+clock: Clock = SystemClock()
+"""The commands' clock; tests put a FixedClock here."""
+
+
+def now() -> datetime:
+    return clock.now()
+
+
+def call(action: Callable[[Database], Awaitable[T]]) -> T:
+    """Open the database, run one service call, close it; refusals exit 1 with their message."""
+
+    async def main() -> T:
+        async with open_database() as db:
+            return await action(db)
+
+    return run(main())
+
+
+def parse_instant(value: str | None, option: str) -> datetime | None:
+    """An RFC 3339 instant (offset required, so it is never read in some local zone), in UTC."""
+    if value is None:
+        return None
+    if not _RFC3339.fullmatch(value):
+        raise typer.BadParameter(
+            f"{value!r} is not an RFC 3339 time like 2026-12-01T00:00:00Z", param_hint=option
+        )
+    try:
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=option) from None
+
+
+@merchant_app.command(
+    epilog="Example: alliance merchant create 'Tea House' --limit 5000000 --id mer_tea_house"
+)
+def create(
+    name: Annotated[str, typer.Argument(help="Display name, unique regardless of case.")],
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="Liability limit in minor units (fen, cents).")
+    ],
+    webhook_url: Annotated[str | None, typer.Option(help="https:// URL for webhooks.")] = None,
+    merchant_id: Annotated[
+        str | None, typer.Option("--id", help="Choose the id instead of a generated mer_….")
+    ] = None,
+) -> None:
+    """Create an active merchant with a liability limit."""
+    merchant = call(
+        lambda db: service.create_merchant(
+            db,
+            name=name,
+            liability_limit=limit,
+            webhook_url=webhook_url,
+            merchant_id=merchant_id,
+            now=now(),
+        )
+    )
+    console.print(
+        f"Created merchant [bold]{merchant.merchant_id}[/] ({escape(merchant.name)}), "
+        f"liability limit {merchant.liability_limit} minor units."
+    )
+
+
+@merchant_app.command(
+    "add-key",
+    epilog=(
+        "Example: alliance merchant add-key mer_tea_house"
+        " --public-key-file tea_house.pub.pem --key-id key_tea_house_1"
+    ),
+)
+def add_key(
+    merchant_id: MerchantId,
+    public_key: Annotated[
+        str | None,
+        typer.Option(help="Ed25519 public key: base64/base64url of the 32 raw bytes, or a JWK."),
+    ] = None,
+    public_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="File with the key: PEM (SPKI), JWK or base64."
+        ),
+    ] = None,
+    key_id: Annotated[str | None, typer.Option(help="Choose the key id (default key_…).")] = None,
+    not_before: Annotated[
+        str | None, typer.Option(help="RFC 3339; usable from then on (default now).")
+    ] = None,
+    not_after: Annotated[
+        str | None, typer.Option(help="RFC 3339; unusable from then on (default never).")
+    ] = None,
+) -> None:
+    """Register one of a merchant's Ed25519 public keys (keys sign its API requests).
+
+    The merchant makes its key pair and sends only the public half, e.g. with OpenSSL:
+    openssl genpkey -algorithm ed25519 -out tea_house.pem &&
+    openssl pkey -in tea_house.pem -pubout -out tea_house.pub.pem
+    """
+    raw = _read_public_key(public_key, public_key_file)
+    starts = parse_instant(not_before, "--not-before")
+    ends = parse_instant(not_after, "--not-after")
+    key = call(
+        lambda db: service.add_key(
+            db,
+            merchant_id=merchant_id,
+            public_key=raw,
+            key_id=key_id,
+            not_before=starts,
+            not_after=ends,
+            now=now(),
+        )
+    )
+    until = key.not_after.isoformat() if key.not_after else "revoked"
+    thumbprint = jwk_thumbprint(key.public_key)
+    console.print(
+        f"Added key [bold]{key.key_id}[/] to merchant {key.merchant_id}: usable from "
+        f"{key.not_before.isoformat()} until {until}. JWK thumbprint {thumbprint}."
+    )
+
+
+def _read_public_key(text: str | None, path: Path | None) -> bytes:
+    if (text is None) == (path is None):
+        raise typer.BadParameter("give exactly one of --public-key and --public-key-file")
+    hint = "--public-key-file" if path is not None else "--public-key"
+    try:
+        value = path.read_text(encoding="utf-8") if path is not None else text
+    except (OSError, UnicodeDecodeError) as error:
+        raise typer.BadParameter(f"cannot read it: {error}", param_hint=hint) from None
+    assert value is not None
+    try:
+        return parse_public_key(value)
+    except DomainError as error:
+        raise typer.BadParameter(error.detail, param_hint=hint) from None
+
+
+@merchant_app.command(
+    "revoke-key", epilog="Example: alliance merchant revoke-key mer_tea_house key_tea_house_1"
+)
+def revoke_key(
+    merchant_id: MerchantId,
+    key_id: Annotated[str, typer.Argument(help="The key id to revoke.")],
+) -> None:
+    """Revoke a key from now on, for good: requests signed with it are refused."""
+    key = call(lambda db: service.revoke_key(db, merchant_id=merchant_id, key_id=key_id, now=now()))
+    assert key.revoked_at is not None
+    console.print(f"Key [bold]{key.key_id}[/] of {merchant_id} revoked as of {key.revoked_at}.")
+
+
+@merchant_app.command(epilog="Example: alliance merchant suspend mer_tea_house")
+def suspend(merchant_id: MerchantId) -> None:
+    """Suspend a merchant: its requests are refused until it is reactivated."""
+    _print_status(call(lambda db: service.suspend(db, merchant_id, now())))
+
+
+@merchant_app.command(epilog="Example: alliance merchant reactivate mer_tea_house")
+def reactivate(merchant_id: MerchantId) -> None:
+    """Let a suspended merchant transact again (a closed one cannot be)."""
+    _print_status(call(lambda db: service.reactivate(db, merchant_id, now())))
+
+
+@merchant_app.command(epilog="Example: alliance merchant close mer_tea_house")
+def close(merchant_id: MerchantId) -> None:
+    """Close a merchant for good; it can never be reactivated."""
+    _print_status(call(lambda db: service.close(db, merchant_id, now())))
+
+
+def _print_status(merchant: Merchant) -> None:
+    console.print(f"Merchant [bold]{merchant.merchant_id}[/] is now {merchant.status}.")
+
+
+@merchant_app.command(
+    "set-limit", epilog="Example: alliance merchant set-limit mer_tea_house 8000000"
+)
+def set_limit(
+    merchant_id: MerchantId,
+    minor_units: Annotated[int, typer.Argument(min=0, help="New liability limit, minor units.")],
+) -> None:
+    """Change a merchant's liability limit; it applies to the next issuance."""
+    merchant = call(lambda db: service.set_liability_limit(db, merchant_id, minor_units, now()))
+    console.print(
+        f"Merchant [bold]{merchant.merchant_id}[/] liability limit is now "
+        f"{merchant.liability_limit} minor units."
+    )
+
+
+@merchant_app.command("list", epilog="Example: alliance merchant list")
+def list_() -> None:
+    """List merchants with status, liability limit and keys (usable now / all)."""
+    instant = now()
+
+    async def load(db: Database) -> tuple[list[Merchant], dict[str, KeyCounts]]:
+        return await service.list_merchants(db), await service.key_counts(db, instant)
+
+    merchants, counts = call(load)
+    table = Table(title=f"Merchants ({len(merchants)})")
+    table.add_column("id", no_wrap=True)
+    table.add_column("name")
+    table.add_column("status")
+    table.add_column("limit (minor units)", justify="right")
+    table.add_column("keys usable/all", justify="right")
+    for merchant in merchants:
+        count = counts.get(merchant.merchant_id, KeyCounts(0, 0))
+        table.add_row(
+            merchant.merchant_id,
+            escape(merchant.name),
+            merchant.status.value,
+            str(merchant.liability_limit),
+            f"{count.usable}/{count.total}",
+        )
+    console.print(table)

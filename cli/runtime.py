@@ -1,0 +1,50 @@
+"""What every command needs: a database (embedded or `DATABASE_URL`), migrated, and a clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from core.config import get_settings
+from core.database import Database, describe, resolve_database_url
+from core.errors import DomainError
+
+T = TypeVar("T")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def database_url() -> str:
+    return resolve_database_url(get_settings())
+
+
+@contextlib.asynccontextmanager
+async def open_database() -> AsyncIterator[Database]:
+    settings = get_settings()
+    database = await Database.connect(database_url(), min_size=1, max_size=settings.pool_max_size)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; an expected refusal becomes a clear message and exit 1."""
+    try:
+        return asyncio.run(coroutine)
+    except DomainError as error:
+        err_console.print(f"[bold red]error[/] ({error.code}): {error.detail}")
+        raise typer.Exit(code=1) from None
+    except OSError as error:
+        err_console.print(f"[bold red]error[/]: cannot reach the database: {error}")
+        raise typer.Exit(code=2) from None
+
+
+def where() -> str:
+    return describe(database_url())

@@ -1,0 +1,1 @@
+"""A small domain-free kernel: configuration, database access, clock, ids, limits, errors."""

@@ -1,0 +1,30 @@
+"""Settings read from the environment (and a `.env` file), validated once at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process-wide settings. `DATABASE_URL` unset means: run the embedded PostgreSQL."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    data_dir: Path = Field(default=Path(".data"), alias="ALLIANCE_DATA_DIR")
+    pool_min_size: int = Field(default=2, alias="ALLIANCE_POOL_MIN_SIZE")
+    pool_max_size: int = Field(default=20, alias="ALLIANCE_POOL_MAX_SIZE")
+    host: str = Field(default="127.0.0.1", alias="ALLIANCE_HOST")
+    port: int = Field(default=8000, alias="ALLIANCE_PORT")
+    rate_limit_per_s: float = Field(default=200.0, alias="ALLIANCE_RATE_LIMIT_PER_S")
+    rate_limit_burst: int = Field(default=400, alias="ALLIANCE_RATE_LIMIT_BURST")
+    log_json: bool = Field(default=True, alias="ALLIANCE_LOG_JSON")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,109 @@
+"""The one PostgreSQL: an embedded server when no `DATABASE_URL` is given, asyncpg pools over it."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import asyncpg
+
+from core.config import Settings
+
+EMBEDDED_DATABASE = "alliance"
+
+
+def embedded_database_url(data_dir: Path) -> str:
+    """Start (or reuse) a real PostgreSQL from `pgserver` in `data_dir/postgres`.
+
+    The server outlives this process on purpose: the next `alliance` command reuses it.
+    """
+    with warnings.catch_warnings():
+        # pgserver asks platformdirs for a runtime dir, which warns on machines without XDG.
+        warnings.simplefilter("ignore")
+        import pgserver  # imported lazily: only the embedded default needs it
+
+    pgdata = (data_dir / "postgres").resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
+    if "(1 row)" not in exists:
+        server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
+    return f"postgresql://postgres@/{EMBEDDED_DATABASE}?host={pgdata}"
+
+
+def resolve_database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    return embedded_database_url(settings.data_dir)
+
+
+def asyncpg_dsn(url: str) -> str:
+    """asyncpg takes plain `postgresql://`; SQLAlchemy-style driver suffixes are dropped."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.split('+')[0]}{sep}{rest}"
+
+
+def sqlalchemy_url(url: str) -> str:
+    return "postgresql+asyncpg://" + asyncpg_dsn(url).partition("://")[2]
+
+
+def describe(url: str) -> str:
+    """The URL without credentials, for printing."""
+    parsed = urlparse(url)
+    host = parsed.hostname or parse_qs(parsed.query).get("host", ["local socket"])[0]
+    return f"{host}{':' + str(parsed.port) if parsed.port else ''}{parsed.path}"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog"
+    )
+    await conn.execute("SET TIME ZONE 'UTC'")
+
+
+def _json_dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _json_loads(text: str) -> Any:
+    import json
+
+    return json.loads(text)
+
+
+class Database:
+    """An asyncpg pool and the unit-of-work helper every service uses."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 20) -> Database:
+        pool = await asyncpg.create_pool(
+            asyncpg_dsn(url),
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            command_timeout=60,
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """One READ COMMITTED transaction; it commits on exit, rolls back on any exception."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.pool.acquire() as conn:
+            yield conn

@@ -1,0 +1,40 @@
+"""Every bound the system enforces, named with its unit, in one place (TigerStyle)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+POINTS_PER_OPERATION_MAX: Final = 1_000_000_000_000
+"""Largest amount one issuance, redemption, hold or reversal may move (keeps sums inside int64)."""
+
+REFERENCE_LENGTH_MAX: Final = 255
+EXTERNAL_REF_LENGTH_MAX: Final = 255
+IDEMPOTENCY_KEY_LENGTH_MAX: Final = 255
+IDEMPOTENCY_RETENTION_S: Final = 7 * 24 * 3600
+
+HOLD_LIFETIME_S_MAX: Final = 30 * 24 * 3600
+LOTS_PER_REDEMPTION_MAX: Final = 10_000
+"""A redemption touching more lots than this is refused (it would hold a member lock too long)."""
+
+EXPOSURE_SLOTS: Final = 16
+"""Headroom slots per issuer: concurrent issuances by one merchant spread over this many rows."""
+
+PAGE_SIZE_DEFAULT: Final = 50
+PAGE_SIZE_MAX: Final = 100
+
+EXPIRY_BATCH_MEMBERS: Final = 500
+"""Members written off per transaction by the expiry job."""
+
+REQUEST_BODY_BYTES_MAX: Final = 1024 * 1024
+"""Largest request body the API reads; a full batch of 1,000 operations fits well under it."""
+
+EXCHANGE_KEYS_CACHE_S: Final = 60
+"""How long a server process reuses the exchange's signing keys before reading them again."""
+
+SIGNATURE_TOLERANCE_S: Final = 300
+"""A request signature's `created` may be at most this old (RFC 9421 leaves the window to us)."""
+SIGNATURE_FUTURE_SKEW_S: Final = 5
+"""...and at most this far ahead of the server clock, to forgive small clock drift on the client."""
+
+NONCE_LENGTH_MAX: Final = 255
+"""Longest `nonce` a signature may carry (the replay table stores each one)."""

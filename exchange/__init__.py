@@ -1,0 +1,1 @@
+"""The shared points ledger and, later, the signed merchant API over it."""

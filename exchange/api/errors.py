@@ -1,0 +1,97 @@
+"""One place that turns every failure into problem+json: domain refusals, the framework's own
+errors (404, 405, 422), database trouble (503, retry), and bugs (500, with nothing inside shown)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from core.errors import DomainError
+from exchange.api.problems import problem_response
+from exchange.api.validation import fields_from_errors
+
+log = structlog.get_logger("exchange.api")
+
+CODE_BY_HTTP_STATUS = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+TRANSIENT_DATABASE_ERRORS = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def _extras(error: DomainError) -> dict[str, Any]:
+    extras = dict(error.extra)
+    if "field" in extras and "fields" not in extras:
+        extras["fields"] = {str(extras.pop("field")): "invalid"}
+    return extras
+
+
+async def on_domain_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, DomainError)
+    return problem_response(error.code, error.detail, **_extras(error))
+
+
+async def on_validation_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)
+    return problem_response(
+        "validation_error",
+        "the request is malformed; see fields",
+        fields=fields_from_errors(error.errors()),
+    )
+
+
+async def on_http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)
+    # Any other client error the framework raises (400: a body that is not JSON, or not UTF-8)
+    # is a malformed request; only a server-side failure may ever answer 5xx.
+    fallback = "validation_error" if 400 <= error.status_code < 500 else "internal_error"
+    code = CODE_BY_HTTP_STATUS.get(error.status_code, fallback)
+    detail = {
+        "not_found": "no such resource",
+        "method_not_allowed": "this method is not allowed here",
+        "validation_error": "the request body is not valid JSON",
+    }.get(code, "the request cannot be served")
+    return problem_response(code, detail, headers=error.headers)
+
+
+async def on_transient_database_error(request: Request, error: Exception) -> Response:
+    log.warning("database_unavailable", error=type(error).__name__)
+    return problem_response(
+        "service_unavailable",
+        "the ledger is briefly unavailable; retry with the same key",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def on_unexpected_error(request: Request, error: Exception) -> Response:
+    log.error("unexpected_error", error=type(error).__name__, exc_info=error)
+    return problem_response("internal_error", "an internal error occurred; it has been logged")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, on_domain_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    for error_type in TRANSIENT_DATABASE_ERRORS:
+        app.add_exception_handler(error_type, on_transient_database_error)
+    app.add_exception_handler(Exception, on_unexpected_error)

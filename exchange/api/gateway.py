@@ -1,0 +1,224 @@
+"""The /v1/ gateway, in front of routing: body limit, RFC 9421 authentication, replay refusal,
+rate limits, and signing of every response.
+
+It runs before FastAPI parses anything, so an unauthenticated request learns nothing about
+validation, routes or data: it gets a 401 and nothing else. The authenticated merchant is handed
+to the routes in `scope["state"]["merchant_id"]`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import timedelta
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.clock import Clock
+from core.database import Database
+from core.errors import DomainError
+from core.limits import NONCE_LENGTH_MAX, REQUEST_BODY_BYTES_MAX, SIGNATURE_TOLERANCE_S
+from exchange import nonces
+from exchange.api.keyring import KeyRing
+from exchange.api.problems import problem_response
+from exchange.api.ratelimit import RateLimiter, retry_after_header
+from exchange.signatures import SignedRequest, check_signature, read_signature, sign_response
+from merchants import service as merchants
+from merchants.models import MerchantStatus
+
+UNSIGNED_PATHS = frozenset({"/v1/exchange-keys"})
+NONCE_GRACE_S = 60
+
+
+class Refusal(Exception):
+    """Ends a request in the gateway with a problem response."""
+
+    def __init__(
+        self, code: str, detail: str, headers: dict[str, str] | None = None, **extras: Any
+    ) -> None:
+        super().__init__(detail)
+        self.code, self.detail, self.headers, self.extras = code, detail, headers or {}, extras
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    combined: dict[str, list[str]] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        combined.setdefault(name, []).append(raw_value.decode("latin-1").strip())
+    return {name: ", ".join(values) for name, values in combined.items()}
+
+
+def _signed_request(scope: Scope, headers: dict[str, str], body: bytes) -> SignedRequest:
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else scope["path"]
+    query = scope.get("query_string", b"").decode("latin-1")
+    return SignedRequest(
+        method=scope["method"],
+        authority=headers.get("host", ""),
+        path=path,
+        query=query or None,
+        headers=headers,
+        body=body,
+    )
+
+
+async def _read_body(receive: Receive, headers: dict[str, str]) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > REQUEST_BODY_BYTES_MAX:
+        raise Refusal("payload_too_large", f"the body limit is {REQUEST_BODY_BYTES_MAX} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > REQUEST_BODY_BYTES_MAX:
+            raise Refusal("payload_too_large", f"the body limit is {REQUEST_BODY_BYTES_MAX} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+class Gateway:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        signer = _ResponseSigner(scope, send, state.keyring, state.clock)
+        try:
+            headers = _headers(scope)
+            body = await _read_body(receive, headers)
+            if scope["path"] not in UNSIGNED_PATHS:
+                merchant_id = await _authenticate(scope, headers, body, state.db, state.clock)
+                _limit_rate(state.rate_limiter, merchant_id)
+                _check_content_type(scope, headers, body)
+                scope.setdefault("state", {})["merchant_id"] = merchant_id
+        except Refusal as refusal:
+            response = problem_response(
+                refusal.code, refusal.detail, headers=refusal.headers, **refusal.extras
+            )
+            await response(scope, _replay(b""), signer.send)
+            return
+        await self.app(scope, _replay(body), signer.send)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+async def _authenticate(
+    scope: Scope, headers: dict[str, str], body: bytes, db: Database, clock: Clock
+) -> str:
+    now = clock.now()
+    try:
+        claims = read_signature(_signed_request(scope, headers, body), now=int(now.timestamp()))
+    except DomainError as error:
+        raise Refusal(error.code, error.detail) from None
+    if not 1 <= len(claims.nonce) <= NONCE_LENGTH_MAX:
+        raise Refusal("signature_invalid", f"nonce must be 1 to {NONCE_LENGTH_MAX} characters")
+    found = await merchants.find_key(db, claims.key_id)
+    if found is None:
+        raise Refusal("unknown_key", "no key with this keyid")
+    merchant, key = found
+    if key.revoked_at is not None and key.revoked_at <= now:
+        raise Refusal("key_revoked", "this key is revoked")
+    if not key.usable_at(now):
+        raise Refusal("key_revoked", "this key is outside its validity window")
+    try:
+        check_signature(claims, key.public_key)
+    except DomainError as error:
+        raise Refusal(error.code, error.detail) from None
+    if merchant.status is not MerchantStatus.ACTIVE:
+        raise Refusal("merchant_suspended", f"the merchant is {merchant.status.value}")
+    expires_at = now + timedelta(seconds=SIGNATURE_TOLERANCE_S + NONCE_GRACE_S)
+    if not await nonces.claim(db, key_id=claims.key_id, nonce=claims.nonce, expires_at=expires_at):
+        raise Refusal("replayed_request", "this (keyid, nonce) was already used")
+    return merchant.merchant_id
+
+
+def _limit_rate(limiter: RateLimiter, merchant_id: str) -> None:
+    wait_s = limiter.acquire(merchant_id, time.monotonic())
+    if wait_s > 0:
+        retry_after = retry_after_header(wait_s)
+        raise Refusal(
+            "rate_limited",
+            "too many requests; retry later",
+            headers={"Retry-After": retry_after},
+            retry_after_s=int(retry_after),
+        )
+
+
+def _check_content_type(scope: Scope, headers: dict[str, str], body: bytes) -> None:
+    if scope["method"] != "POST" or not body:
+        return
+    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise Refusal("unsupported_media_type", "request bodies are application/json")
+
+
+class _ResponseSigner:
+    """Buffers a /v1/ response, then sends it with Content-Digest and the exchange's signature."""
+
+    def __init__(self, scope: Scope, send: Send, keyring: KeyRing, clock: Clock) -> None:
+        self.scope, self._send, self.keyring, self.clock = scope, send, keyring, clock
+        self.start: MutableMapping[str, Any] | None = None
+        self.chunks: list[bytes] = []
+
+    async def send(self, message: Message) -> None:
+        if self.scope["path"] in UNSIGNED_PATHS:
+            await self._send(message)
+            return
+        if message["type"] == "http.response.start":
+            self.start = dict(message)
+            return
+        if message["type"] != "http.response.body":
+            await self._send(message)
+            return
+        self.chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        await self._flush(b"".join(self.chunks))
+
+    async def _flush(self, body: bytes) -> None:
+        assert self.start is not None  # ASGI sends the start before any body
+        now = self.clock.now()
+        key = await self.keyring.signing_key(now)
+        raw_path = self.scope.get("raw_path")
+        signature_headers = sign_response(
+            status=self.start["status"],
+            body=body,
+            request_method=self.scope["method"],
+            request_path=raw_path.decode("latin-1") if raw_path else self.scope["path"],
+            key_id=key.key_id,
+            private_key=key.private_key,
+            now=int(now.timestamp()),
+        )
+        headers = [
+            (name, value)
+            for name, value in self.start.get("headers", [])
+            if name.lower() not in (b"content-digest", b"signature", b"signature-input")
+        ]
+        headers += [(n.lower().encode(), v.encode()) for n, v in signature_headers.items()]
+        self.start["headers"] = headers
+        await self._send(self.start)
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]

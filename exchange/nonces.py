@@ -1,0 +1,27 @@
+"""Replay protection: a signed request's (keyid, nonce) is accepted once, across all processes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from core.database import Database
+
+
+async def claim(db: Database, *, key_id: str, nonce: str, expires_at: datetime) -> bool:
+    """True the first time this (key_id, nonce) is seen; False for a replay."""
+    async with db.connection() as conn:
+        claimed = await conn.fetchval(
+            """INSERT INTO request_nonces (key_id, nonce, expires_at) VALUES ($1, $2, $3)
+               ON CONFLICT DO NOTHING RETURNING 1""",
+            key_id,
+            nonce,
+            expires_at,
+        )
+    return claimed is not None
+
+
+async def prune(db: Database, now: datetime) -> int:
+    """Forget nonces whose signatures would be refused as expired anyway."""
+    async with db.connection() as conn:
+        result: str = await conn.execute("DELETE FROM request_nonces WHERE expires_at <= $1", now)
+    return int(result.split()[-1])

@@ -1,0 +1,100 @@
+"""Writing one ledger transaction: postings, lot changes, obligations, then the transaction row.
+
+The transaction row goes last (its foreign keys are deferred) because it carries the member's
+available balance right after the change, which is read back once everything else is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from core.ids import new_id
+from exchange import repository
+from exchange.ledger import ObligationDraft, Posting, Take, check_balanced, member_account
+from exchange.views import transaction_view
+
+
+@dataclass(slots=True)
+class Draft:
+    """A transaction being assembled by an operation before it is written."""
+
+    kind: str
+    member_id: str
+    currency: str
+    merchant_id: str | None
+    points: int
+    reference: str | None
+    transaction_id: str = field(default_factory=lambda: new_id("txn"))
+    postings: list[Posting] = field(default_factory=list)
+    consumed: list[Take] = field(default_factory=list)
+    restored: list[Take] = field(default_factory=list)
+    obligations: list[ObligationDraft] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settlement_value(self) -> int:
+        """What the acting merchant receives from the obligations this transaction makes."""
+        return sum(
+            draft.settlement_value
+            for draft in self.obligations
+            if draft.creditor_id == self.merchant_id
+        )
+
+
+def _posted_delta(postings: Sequence[Posting], member_id: str) -> dict[str, int]:
+    deltas: dict[str, int] = {}
+    account = member_account(member_id)
+    for posting in postings:
+        if posting.account == account:
+            deltas[posting.currency] = deltas.get(posting.currency, 0) + posting.amount
+    return deltas
+
+
+async def write(conn: asyncpg.Connection, draft: Draft, *, now: Any) -> dict[str, Any]:
+    """Persist `draft` and return the transaction as merchants see it."""
+    check_balanced(draft.postings)
+    if draft.consumed:
+        await repository.change_lots(conn, draft.member_id, draft.consumed, -1)
+    if draft.restored:
+        await repository.change_lots(conn, draft.member_id, draft.restored, +1)
+    if draft.postings:
+        await repository.insert_postings(
+            conn, draft.member_id, draft.transaction_id, draft.postings
+        )
+    for currency, delta in _posted_delta(draft.postings, draft.member_id).items():
+        await repository.add_posted_points(conn, draft.member_id, currency, delta)
+    if draft.obligations:
+        await repository.insert_obligations(
+            conn,
+            member_id=draft.member_id,
+            transaction_id=draft.transaction_id,
+            drafts=draft.obligations,
+            now=now,
+        )
+    row: dict[str, Any] = {
+        "member_id": draft.member_id,
+        "transaction_id": draft.transaction_id,
+        "kind": draft.kind,
+        "merchant_id": draft.merchant_id,
+        "currency": draft.currency,
+        "points": draft.points,
+        "reference": draft.reference,
+        "created_at": now,
+        "settlement_value": draft.settlement_value,
+        "balance_after": await repository.available_points(
+            conn, draft.member_id, draft.currency, now
+        ),
+        "reverses": None,
+        "requested_points": None,
+        "shortfall_points": None,
+        "hold_id": None,
+        "target_currency": None,
+        "target_points": None,
+    }
+    row.update(draft.extra)
+    await repository.insert_transaction(conn, row)
+    return transaction_view(row)

@@ -1,0 +1,1 @@
+"""Partner merchants: onboarding, Ed25519 keys, liability limits, and the alliance's settings."""

@@ -1,0 +1,1 @@
+"""Settlement: periods, multilateral netting, statements, reconciliation (issue 5)."""
