@@ -139,6 +139,15 @@ async def debit(conn: asyncpg.Connection, debits: Mapping[str, int]) -> None:
 async def _draw_from_free_slot(
     conn: asyncpg.Connection, merchant_id: str, value: int, now: datetime
 ) -> bool:
+    """Draw from a slot no other till holds, in a savepoint rolled back if none could cover it.
+
+    FOR UPDATE locks a row before re-checking it against a version committed after this
+    statement's snapshot; a row that then fails `headroom >= value` is skipped but stays locked.
+    Holding such a stray lock while queueing for a busy slot or for the rebalance would deadlock
+    with a rebalance waiting on it, so a miss gives every lock it took back.
+    """
+    savepoint = conn.transaction()
+    await savepoint.start()
     drawn = await conn.fetchval(
         """UPDATE exposure_slots SET headroom = headroom - $2
            WHERE merchant_id = $1 AND slot = (
@@ -151,7 +160,11 @@ async def _draw_from_free_slot(
         value,
         now,
     )
-    return drawn is not None
+    if drawn is None:
+        await savepoint.rollback()
+        return False
+    await savepoint.commit()
+    return True
 
 
 async def _draw_from_busy_slot(
