@@ -1,6 +1,6 @@
 """A profile of the single-redemption path: one server process under pyinstrument.
 
-The exchange runs as `python -m pyinstrument -m uvicorn --factory exchange.main:app_factory`
+The exchange runs as `python -m pyinstrument -m uvicorn --factory server.main:app_factory`
 (the app `alliance serve` runs, in one process so that one profile sees every request) while
 the load generator sends signed redemptions from 8 clients; on SIGINT uvicorn stops and
 pyinstrument writes its session, rendered to bench/profiles/redemption.{txt,html} and a flat
@@ -27,7 +27,7 @@ def run(ledger_url: str, port: int, keys_file: Path, members: int) -> dict[str, 
     session = PROFILES / "redemption.pyisession"
     command = [
         sys.executable, "-m", "pyinstrument", "-r", "session", "-o", str(session),
-        "-m", "uvicorn", "--factory", "exchange.main:app_factory",
+        "-m", "uvicorn", "--factory", "server.main:app_factory",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
     server = subprocess.Popen(

@@ -49,7 +49,7 @@ def serve(
     settings = get_settings()
     console.print(f"Database: {where()}")
     uvicorn.run(
-        "exchange.main:app_factory",
+        "server.main:app_factory",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,

@@ -102,8 +102,3 @@ def _add_operator_routes(app: FastAPI) -> None:
                            WHERE currency = 'AP') AS outstanding_points"""
             )
         return {"service": "alliance points exchange", **dict(row)}
-
-
-def app_factory() -> FastAPI:
-    """For `uvicorn --factory exchange.main:app_factory` (what `alliance serve` runs)."""
-    return create_app()

@@ -22,7 +22,7 @@ DOCUMENT_PATH = PROJECT_ROOT / "docs" / "openapi.json"
 
 def document() -> dict[str, Any]:
     """The OpenAPI document the application serves at /openapi.json."""
-    from exchange.main import create_app
+    from server.main import create_app
 
     return create_app().openapi()
 

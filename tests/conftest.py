@@ -78,8 +78,10 @@ async def fresh_database_url() -> AsyncIterator[str]:
 async def db(database_url: str) -> AsyncIterator[Database]:
     """The shared test database. When the session ends, every test's leftovers must reconcile."""
     # Leaves room on a 100-connection server for the tests that open pools and servers of
-    # their own; 200 tasks racing over 40 connections still race.
-    database = await Database.connect(database_url, min_size=2, max_size=40)
+    # their own; 200 tasks racing over 40 connections still race. TEST_POOL_MAX lowers it when
+    # several suites share one server.
+    pool_max = int(os.environ.get("TEST_POOL_MAX", "40"))
+    database = await Database.connect(database_url, min_size=2, max_size=pool_max)
     yield database
     from exchange.reconcile import verify
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from core.errors import NotFound, ValidationFailed
 from core.limits import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
 from exchange.api import batches
 from exchange.api.keyring import KeyRing
@@ -29,8 +26,6 @@ from exchange.api.schemas import (
     Problem,
     RedemptionCreate,
     ReversalCreate,
-    Statement,
-    StatementPage,
     Transaction,
     TransactionPage,
     VoidCreate,
@@ -251,37 +246,6 @@ async def batch(
         produce=produce,
     )
     return respond(outcome, 200)
-
-
-PERIOD = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def _is_date(text: str) -> bool:
-    if not PERIOD.match(text):
-        return False
-    try:
-        date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
-
-
-@router.get("/statements", response_model=StatementPage, summary="Your settlement statements")
-async def statements(
-    merchant: CurrentMerchant,
-    period: Annotated[str | None, Query(description="YYYY-MM-DD")] = None,
-    limit: Annotated[int, Query(ge=1, le=PAGE_SIZE_MAX)] = PAGE_SIZE_DEFAULT,
-    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
-) -> dict[str, Any]:
-    if period is not None and not _is_date(period):
-        raise ValidationFailed("period is a date, YYYY-MM-DD", fields={"period": "invalid"})
-    # Settlement runs are not built yet: no period has been settled, so there is no statement.
-    return {"data": [], "next_cursor": None}
-
-
-@router.get("/statements/{statement_id}", response_model=Statement, summary="One statement")
-async def statement(statement_id: ResourceId, merchant: CurrentMerchant) -> dict[str, Any]:
-    raise NotFound("no such statement")
 
 
 @router.get(

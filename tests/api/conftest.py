@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from core.clock import FixedClock
-from exchange.main import create_app
 from merchants import service as merchants
 from sdk.signing import sign_request
+from server.main import create_app
 from tests.factories import CREATED_AT, unique
 
 AUTHORITY = "exchange.test"

@@ -21,8 +21,8 @@ import pytest
 from core.limits import POINTS_PER_OPERATION_MAX, REQUEST_BODY_BYTES_MAX
 from exchange.api.ratelimit import RateLimiter
 from exchange.api.schemas import BATCH_OPERATIONS_MAX
-from exchange.main import create_app
 from merchants import service as merchants
+from server.main import create_app
 from tests.api.conftest import AUTHORITY, call, make_partner, signed_headers
 from tests.api.writes import ledger_rows, nothing_written, transactions_of_merchant
 from tests.factories import unique

@@ -11,8 +11,8 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from exchange.main import create_app
 from merchants import service as merchants
+from server.main import create_app
 from tests.api.conftest import AUTHORITY, Partner, call
 from tests.api.test_error_codes import assert_problem, enrol, issuance
 from tests.api.writes import nothing_written

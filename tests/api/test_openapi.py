@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from exchange.main import create_app
+from server.main import create_app
 from tests.conftest import PROJECT_ROOT
 
 DOCUMENT_PATH = PROJECT_ROOT / "docs" / "openapi.json"

@@ -38,7 +38,6 @@ from core.database import Database
 from core.limits import REQUEST_BODY_BYTES_MAX
 from exchange.api.problems import PROBLEM_CONTENT_TYPE
 from exchange.api.ratelimit import RateLimiter
-from exchange.main import create_app
 from sdk.signing import (
     content_digest,
     request_components,
@@ -47,6 +46,7 @@ from sdk.signing import (
     sign_ed25519,
     signature_base,
 )
+from server.main import create_app
 from tests.api.conftest import AUTHORITY, Partner, make_partner, signed_headers
 from tests.factories import unique
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from core.config import get_settings
-from exchange.main import create_app
+from server.main import create_app
 
 
 @pytest.fixture

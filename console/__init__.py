@@ -1,0 +1,1 @@
+"""The alliance admin console (the operator's back office in the browser)."""
