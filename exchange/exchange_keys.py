@@ -121,3 +121,12 @@ async def rotate(
         )
     keys = await published_keys(db, now)
     return keys[0], [row["key_id"] for row in retiring]
+
+
+async def public_key_of(db: Database, key_id: str) -> bytes | None:
+    """Any exchange key's public half, retired or not (old signatures stay verifiable)."""
+    async with db.connection() as conn:
+        public: bytes | None = await conn.fetchval(
+            "SELECT public_key FROM exchange_keys WHERE key_id = $1", key_id
+        )
+    return None if public is None else bytes(public)

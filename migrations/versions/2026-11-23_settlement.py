@@ -47,6 +47,8 @@ CREATE TABLE settlement_runs (
     fee_total       bigint NOT NULL,
     fee_residue     numeric NOT NULL,
     merkle_root     bytea NOT NULL CHECK (length(merkle_root) = 32),
+    alliance_root   bytea NOT NULL CHECK (length(alliance_root) = 32),
+    alliance_transactions bigint NOT NULL CHECK (alliance_transactions >= 0),
     root_signature  bytea NOT NULL CHECK (length(root_signature) = 64),
     signing_key_id  text NOT NULL REFERENCES exchange_keys,
     created_at      timestamptz NOT NULL,
