@@ -16,7 +16,7 @@ from cli.runtime import console, open_database, run
 from core.clock import Clock, SystemClock
 from core.database import Database
 from core.errors import DomainError
-from merchants import service
+from merchants import banking, service
 from merchants.keys import jwk_thumbprint, parse_public_key
 from merchants.models import KeyCounts, Merchant
 
@@ -25,7 +25,7 @@ T = TypeVar("T")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 merchant_app = typer.Typer(
-    help="Partner merchants: create, keys, liability limit, suspend, reactivate, close.",
+    help="Partner merchants: create, keys, liability limit, bank account, suspend, close.",
     no_args_is_help=True,
 )
 
@@ -239,3 +239,43 @@ def list_() -> None:
             f"{count.usable}/{count.total}",
         )
     console.print(table)
+
+
+_BANK_OPTIONS = {"account_name": "--name", "iban": "--iban", "bic": "--bic"}
+
+
+@merchant_app.command(
+    "set-bank",
+    epilog=(
+        "Example: alliance merchant set-bank mer_tea_house --name 'Jade Tea House Ltd'"
+        " --iban 'DE89 3704 0044 0532 0130 00' --bic COBADEFFXXX"
+    ),
+)
+def set_bank(
+    merchant_id: MerchantId,
+    name: Annotated[str, typer.Option("--name", help="Account holder, as the bank knows it.")],
+    iban: Annotated[str, typer.Option(help="IBAN; spaces and lower case are fine.")],
+    bic: Annotated[
+        str | None, typer.Option(help="BIC (SWIFT code) of the merchant's bank, 8 or 11.")
+    ] = None,
+) -> None:
+    """Set the bank account settlement pays the merchant to (or collects from), replacing any.
+
+    A bad IBAN (mod-97 check, country length) or BIC is refused, and nothing changes.
+    """
+    try:
+        account_name = banking.check_account_name(name)
+        electronic_iban = banking.normalize_iban(iban)
+        electronic_bic = None if bic is None else banking.normalize_bic(bic)
+    except DomainError as error:
+        hint = _BANK_OPTIONS.get(str(error.extra.get("field")))
+        raise typer.BadParameter(error.detail, param_hint=hint) from None
+    account = call(
+        lambda db: service.set_bank_account(
+            db, merchant_id, account_name, electronic_iban, electronic_bic, now()
+        )
+    )
+    console.print(
+        f"Merchant [bold]{account.merchant_id}[/] is settled to {escape(account.account_name)}, "
+        f"IBAN {banking.format_iban(account.iban)}, BIC {account.bic or 'not given'}."
+    )

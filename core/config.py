@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(default=200.0, alias="ALLIANCE_RATE_LIMIT_PER_S")
     rate_limit_burst: int = Field(default=400, alias="ALLIANCE_RATE_LIMIT_BURST")
     log_json: bool = Field(default=True, alias="ALLIANCE_LOG_JSON")
+    # The alliance's own account: debtor of the payment files' credit transfers, creditor of the
+    # collections. Checked (IBAN mod 97, BIC shape) where the files are made,
+    # settlement.payments.Treasury. The defaults are ISO 13616's published example account.
+    treasury_name: str = Field(default="Demo Alliance Treasury", alias="ALLIANCE_TREASURY_NAME")
+    treasury_iban: str = Field(default="NL91ABNA0417164300", alias="ALLIANCE_TREASURY_IBAN")
+    treasury_bic: str | None = Field(default="ABNANL2A", alias="ALLIANCE_TREASURY_BIC")
 
 
 @lru_cache(maxsize=1)

@@ -35,6 +35,13 @@ DEMO_MERCHANTS = (
     ("cinema", "Starlight Cinema", 80_000_000),
 )
 
+DEMO_BANK_ACCOUNTS = {
+    # key id: (account holder, IBAN, BIC); ISO 13616 published example IBANs (for documentation)
+    "tea-house": ("Jade Tea House Ltd", "DE89370400440532013000", "COBADEFFXXX"),
+    "bookshop": ("Paper Moon Bookshop Ltd", "GB29NWBK60161331926819", "NWBKGB2L"),
+    "cinema": ("Starlight Cinema Ltd", "FR1420041010050500013M02606", None),
+}
+
 
 @dataclass(slots=True)
 class DemoReport:
@@ -105,6 +112,8 @@ async def _found_alliance(
         )
         report.merchants[key_id] = merchant.merchant_id
         report.key_files.append(path)
+        account_name, iban, bic = DEMO_BANK_ACCOUNTS[key_id]
+        await merchants.set_bank_account(db, merchant.merchant_id, account_name, iban, bic, start)
     tea = report.merchants["tea-house"]
     await merchants.create_currency(
         db, currency="TEA", name="Jade Tea leaves", owner_merchant_id=tea, now=start

@@ -88,3 +88,17 @@ class ConversionRate:
     target: str
     rate: Decimal
     effective_from: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BankAccount:
+    """Where settlement pays a merchant (and what it collects from): validated when set.
+
+    `iban` and `bic` are in electronic form (upper case, no spaces); `bic` may be unknown.
+    """
+
+    merchant_id: str
+    account_name: str
+    iban: str
+    bic: str | None
+    updated_at: datetime

@@ -1,7 +1,8 @@
-"""The only SQL about merchants, keys, currencies and alliance settings."""
+"""The only SQL about merchants, keys, bank accounts, currencies and alliance settings."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import TypeAlias
@@ -10,6 +11,7 @@ import asyncpg
 
 from merchants.models import (
     AllianceSettings,
+    BankAccount,
     ConversionRate,
     Currency,
     KeyCounts,
@@ -398,3 +400,56 @@ async def insert_conversion_rate(
         effective_from,
         rate,
     )
+
+
+def _bank_account(row: asyncpg.Record) -> BankAccount:
+    return BankAccount(
+        merchant_id=row["merchant_id"],
+        account_name=row["account_name"],
+        iban=row["iban"],
+        bic=row["bic"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def set_bank_account(
+    conn: Connection,
+    *,
+    merchant_id: str,
+    account_name: str,
+    iban: str,
+    bic: str | None,
+    now: datetime,
+) -> BankAccount:
+    """Insert or replace the merchant's one bank account."""
+    row = await conn.fetchrow(
+        """INSERT INTO merchant_bank_accounts (merchant_id, account_name, iban, bic, updated_at)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (merchant_id) DO UPDATE
+              SET account_name = EXCLUDED.account_name, iban = EXCLUDED.iban,
+                  bic = EXCLUDED.bic, updated_at = EXCLUDED.updated_at
+           RETURNING *""",
+        merchant_id,
+        account_name,
+        iban,
+        bic,
+        now,
+    )
+    assert row is not None
+    return _bank_account(row)
+
+
+async def bank_account(conn: Connection, merchant_id: str) -> BankAccount | None:
+    row = await conn.fetchrow(
+        "SELECT * FROM merchant_bank_accounts WHERE merchant_id = $1", merchant_id
+    )
+    return _bank_account(row) if row else None
+
+
+async def bank_accounts(conn: Connection, merchant_ids: Sequence[str]) -> dict[str, BankAccount]:
+    """The accounts of those of `merchant_ids` that have one, by merchant id."""
+    rows = await conn.fetch(
+        "SELECT * FROM merchant_bank_accounts WHERE merchant_id = ANY($1::text[])",
+        list(merchant_ids),
+    )
+    return {row["merchant_id"]: _bank_account(row) for row in rows}

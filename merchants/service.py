@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -20,7 +21,7 @@ import asyncpg
 from core.database import Database
 from core.ids import new_id
 from core.limits import HOLD_LIFETIME_S_MAX
-from merchants import repository
+from merchants import banking, repository
 from merchants.errors import (
     CurrencyNotFound,
     DuplicateCurrency,
@@ -36,6 +37,7 @@ from merchants.keys import KEY_ID_PATTERN, check_key_id, check_public_key, new_k
 from merchants.models import (
     ALLIANCE_POINT,
     AllianceSettings,
+    BankAccount,
     ConversionRate,
     Currency,
     KeyCounts,
@@ -508,3 +510,37 @@ def _duplicate_merchant(field: str, merchant_id: str, name: str) -> DuplicateMer
     if field == "merchant_id":
         return DuplicateMerchant(f"merchant id {merchant_id} is already taken", field=field)
     return DuplicateMerchant(f"a merchant is already named {name!r} (in any case)", field="name")
+
+
+# Bank accounts
+
+
+async def set_bank_account(
+    db: Database,
+    merchant_id: str,
+    account_name: str,
+    iban: str,
+    bic: str | None,
+    now: datetime,
+) -> BankAccount:
+    """Set (or replace) the account settlement pays the merchant to and collects from.
+
+    The IBAN must pass ISO 13616's mod-97 check and its country's length, the BIC (optional)
+    ISO 9362's shape; both are stored in electronic form. A suspended merchant may change its
+    account (it is still settled); a closed one may not, like anything else about it.
+    """
+    _check_aware(now, "now")
+    account_name = banking.check_account_name(account_name)
+    iban = banking.normalize_iban(iban)
+    bic = None if bic is None else banking.normalize_bic(bic)
+    async with db.transaction() as conn:
+        await _open_merchant_for_update(conn, merchant_id)
+        return await repository.set_bank_account(
+            conn, merchant_id=merchant_id, account_name=account_name, iban=iban, bic=bic, now=now
+        )
+
+
+async def bank_accounts(db: Database, merchant_ids: Sequence[str]) -> dict[str, BankAccount]:
+    """The accounts of those merchants that have one, by merchant id (others are absent)."""
+    async with db.transaction() as conn:
+        return await repository.bank_accounts(conn, merchant_ids)
