@@ -34,6 +34,7 @@ __all__ = [
     "FUTURE_SKEW_S",
     "RESPONSE_COMPONENTS",
     "ResponseSignatureError",
+    "UnknownResponseKeyError",
     "UrlParts",
     "authority_value",
     "component_id",
@@ -87,6 +88,15 @@ _OBS_FOLD: Final = re.compile(r"[ \t]*\r\n[ \t]+")
 
 class ResponseSignatureError(Exception):
     """A response's signature is missing, malformed, out of its window, or does not verify."""
+
+
+class UnknownResponseKeyError(ResponseSignatureError):
+    """The signature names a key id that is not among the keys given: the caller may refresh its
+    copy of the exchange's keys (a rotation) and try once more."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"no exchange key {key_id!r}; refresh the exchange keys")
+        self.key_id = key_id
 
 
 # --- RFC 9530 ------------------------------------------------------------------------------------
@@ -498,7 +508,7 @@ def verify_response(
         raise ResponseSignatureError("Content-Digest is missing or does not match the body")
     public_key = public_keys.get(key_id)
     if public_key is None:
-        raise ResponseSignatureError(f"no exchange key {key_id!r}; refresh the exchange keys")
+        raise UnknownResponseKeyError(key_id)
     lines = response_signature_lines(
         status=status,
         content_digest=digest,
