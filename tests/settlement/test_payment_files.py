@@ -439,3 +439,79 @@ def test_the_csv_and_the_pain001_agree_on_every_payment() -> None:
         if row["direction"] == "pay" and row["status"] == "ready"
     }
     assert paid == ready
+
+
+PINNED_PAIN001 = """\
+<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.001.001.09">
+  <CstmrCdtTrfInitn>
+    <GrpHdr>
+      <MsgId>MSG-5d32e16e2c486f054bda48fc82b5071</MsgId>
+      <CreDtTm>2026-06-02T00:05:00+08:00</CreDtTm>
+      <NbOfTxs>1</NbOfTxs>
+      <CtrlSum>0.05</CtrlSum>
+      <InitgPty>
+        <Nm>Demo Alliance Treasury</Nm>
+      </InitgPty>
+    </GrpHdr>
+    <PmtInf>
+      <PmtInfId>PMT-f77979abb7ab38be1cddc43ca37001d</PmtInfId>
+      <PmtMtd>TRF</PmtMtd>
+      <BtchBookg>false</BtchBookg>
+      <NbOfTxs>1</NbOfTxs>
+      <CtrlSum>0.05</CtrlSum>
+      <ReqdExctnDt>
+        <Dt>2026-06-02</Dt>
+      </ReqdExctnDt>
+      <Dbtr>
+        <Nm>Demo Alliance Treasury</Nm>
+      </Dbtr>
+      <DbtrAcct>
+        <Id>
+          <IBAN>NL91ABNA0417164300</IBAN>
+        </Id>
+      </DbtrAcct>
+      <DbtrAgt>
+        <FinInstnId>
+          <BICFI>ABNANL2A</BICFI>
+        </FinInstnId>
+      </DbtrAgt>
+      <ChrgBr>SHAR</ChrgBr>
+      <CdtTrfTxInf>
+        <PmtId>
+          <EndToEndId>E2E-b856c158f95b40c62b86478ff9e4aa1</EndToEndId>
+        </PmtId>
+        <Amt>
+          <InstdAmt Ccy="CNY">0.05</InstdAmt>
+        </Amt>
+        <Cdtr>
+          <Nm>mer_book Ltd</Nm>
+        </Cdtr>
+        <CdtrAcct>
+          <Id>
+            <IBAN>GB29NWBK60161331926819</IBAN>
+          </Id>
+        </CdtrAcct>
+        <RmtInf>
+          <Ustrd>Alliance settlement run-2026-06-01 mer_book</Ustrd>
+        </RmtInf>
+      </CdtTrfTxInf>
+    </PmtInf>
+  </CstmrCdtTrfInitn>
+</Document>
+"""
+
+
+def test_a_small_file_is_exactly_these_bytes() -> None:
+    """Pinned: a change of library, id derivation or layout shows here before it reaches a bank
+    (and before a regenerated old run stops matching the file the bank already has)."""
+    assert make_pain001(transfers=(TRANSFERS[1],)).decode() == PINNED_PAIN001
+    period = "run-2026-06-01,2026-05-31T16:00:00+00:00,2026-06-01T16:00:00+00:00"
+    assert make_csv(transfers=(TRANSFERS[1], TRANSFERS[5])).decode("utf-8") == (
+        "\ufeffrun_id,period_start,period_end,merchant_id,merchant_name,direction,currency,"
+        "amount,amount_minor_units,account_name,iban,bic,reference,status\r\n"
+        f"{period},mer_book,Paper Moon,pay,CNY,0.05,5,mer_book Ltd,GB29NWBK60161331926819,,"
+        "E2E-b856c158f95b40c62b86478ff9e4aa1,ready\r\n"
+        f"{period},mer_payer2,'=HYPERLINK(1),collect,CNY,1.04,104,,,,"
+        "COL-6aa2c2e703cdbbf7b4a3c796dc5a011,missing_bank_account\r\n"
+    )
