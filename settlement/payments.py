@@ -249,6 +249,8 @@ def pain001(
     """
     _check_run(run_id, currency, minor_units, transfers)
     _check_aware(created_at, "created_at")
+    if isinstance(execution_date, datetime):
+        raise TypeError("the execution date is a date (the bank's business day), not a datetime")
     if version not in PAIN001_VERSIONS:
         raise ValueError(f"unsupported pain.001 version {version!r}; use one of {PAIN001_VERSIONS}")
     payable = payable_transfers(transfers)

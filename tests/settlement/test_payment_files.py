@@ -317,6 +317,8 @@ def test_amounts_are_integers_never_floats() -> None:
         make_pain001(transfers=(replace(TRANSFERS[0], amount=12.5),))
     with pytest.raises(TypeError):
         make_csv(transfers=(replace(TRANSFERS[0], amount=True),))
+    with pytest.raises(TypeError, match="date"):
+        make_pain001(execution_date=CREATED)
 
 
 def test_the_largest_amount_that_fits_is_exact() -> None:
