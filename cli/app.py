@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli import ledger
+from cli.admin import admin_app
 from cli.alliance_settings import settings_app
 from cli.keys import keys_app
 from cli.merchant import merchant_app
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.add_typer(merchant_app, name="merchant")
 app.add_typer(settings_app, name="settings")
 app.add_typer(keys_app, name="keys")
+app.add_typer(admin_app, name="admin")
 app.command(epilog="Example: alliance expire")(ledger.expire)
 app.command(epilog="Example: alliance verify")(ledger.verify)
 app.command(epilog="Example: alliance demo")(ledger.demo)

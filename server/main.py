@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from console.app import build_console
 from core.clock import Clock
 from core.database import Database
 from exchange.main import create_app as create_exchange_app
@@ -18,6 +19,7 @@ def create_app(*, database: Database | None = None, clock: Clock | None = None) 
     """The whole app. Tests pass their own database and clock; `alliance serve` passes neither."""
     app = create_exchange_app(database=database, clock=clock)
     app.include_router(statements_router)
+    build_console(app)  # the admin console, at /console
     return app
 
 

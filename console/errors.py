@@ -1,0 +1,42 @@
+"""The console's expected refusals. Like every DomainError, raising one rolls its unit back."""
+
+from __future__ import annotations
+
+from core.errors import DomainError, NotFound, ValidationFailed
+
+
+class SignInFailed(DomainError):
+    """Wrong username, password or code, or a locked or disabled account: one message for all,
+    so that a caller cannot tell which usernames exist."""
+
+    code = "sign_in_failed"
+
+
+class Forbidden(DomainError):
+    """The signed-in user's role does not allow this."""
+
+    code = "forbidden"
+
+
+class InvalidInput(ValidationFailed):
+    """A console form field that cannot be accepted."""
+
+
+class UserNotFound(NotFound):
+    pass
+
+
+class AdjustmentNotFound(NotFound):
+    pass
+
+
+class FourEyesViolation(DomainError):
+    """An adjustment must be approved by a different operator than the one who proposed it."""
+
+    code = "four_eyes"
+
+
+class AdjustmentDecided(DomainError):
+    """The adjustment was already approved or rejected."""
+
+    code = "adjustment_decided"

@@ -1,0 +1,45 @@
+"""Every bound the console enforces, named with its unit (see core/limits.py for the ledger's)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+PASSWORD_LENGTH_MIN: Final = 12
+PASSWORD_LENGTH_MAX: Final = 1024
+"""Argon2 hashes any length; the cap stops a megabyte "password" from costing a hash of it."""
+
+LOGIN_FAILURES_MAX: Final = 5
+"""Consecutive failed sign-ins (password or TOTP) after which an account is locked."""
+LOCKOUT_S: Final = 15 * 60
+
+SESSION_IDLE_S: Final = 30 * 60
+"""A session unused this long is over."""
+SESSION_ABSOLUTE_S: Final = 12 * 3600
+"""...and no session outlives this, however busy."""
+SECOND_FACTOR_WINDOW_S: Final = 5 * 60
+"""Time between a right password and the TOTP code that completes the sign-in."""
+SESSION_TOUCH_S: Final = 60
+"""`last_seen_at` is written at most this often per session (not on every request)."""
+
+TOTP_STEPS_ACCEPTED: Final = 1
+"""Codes from this many 30-second steps either side of now are accepted (clock drift)."""
+
+PAGE_SIZE: Final = 50
+EXPORT_ROWS_MAX: Final = 100_000
+"""A CSV export stops here; narrow the filter for more (the file says so in its last line)."""
+
+READ_TIMEOUT_MS: Final = 15_000
+"""statement_timeout for console reads: a page never holds a connection longer than this."""
+
+DASHBOARD_DAYS: Final = 30
+DASHBOARD_CACHE_S: Final = 30
+"""Charts are computed at most this often per process."""
+DAY_CLOSED_AFTER_S: Final = 3600
+"""A business day's totals are cached once it ended this long ago (no transaction still open)."""
+
+AUDIT_VERIFY_BATCH: Final = 5_000
+AUDIT_FULL_VERIFY_S: Final = 600
+"""The audit chain is re-verified from the first entry at least this often; in between, only the
+entries after the last verified one (which must itself still match) are checked."""
+
+REASON_LENGTH_MAX: Final = 500

@@ -1,0 +1,156 @@
+"""Settlement: runs, the netting matrix, statements per merchant, payment files, starting a run.
+
+Everything goes through settlement.service. The import is guarded: if the settlement package
+cannot be imported, these pages say so and the rest of the console works.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette_admin import route
+
+from console import audit, repository
+from console.users import Role
+from console.views.base import Page, refused
+from console.web import console, notify, parse_when, redirect, require
+from core.errors import DomainError, NotFound
+
+_log = logging.getLogger(__name__)
+
+try:
+    from settlement import service as settlement
+except ImportError as missing:  # pragma: no cover - only while settlement is being built
+    _log.warning("settlement is not available to the console: %s", missing)
+    settlement = None  # type: ignore[assignment]
+
+FILE_KINDS = {"csv": "csv", "pain001": "pain001"}
+
+
+class SettlementView(Page):
+    menu_label = "Settlement"
+    icon = "fa fa-money-bill-transfer"
+    path = "/settlement"
+    route_name = "settlement"
+
+    @route("")
+    async def index(self, request: Request) -> Response:
+        ctx = console(request)
+        runs: list[dict[str, Any]] = []
+        if settlement is not None:
+            runs = await settlement.list_runs(ctx.db)
+        return await self.render(
+            request, "console/settlement.html", available=settlement is not None, runs=runs
+        )
+
+    @route("/run", methods=["POST"], name="settlement_run")
+    async def run(self, request: Request) -> Response:
+        user = require(request, Role.OPERATOR)
+        ctx = console(request)
+        if settlement is None:
+            notify(request, "Settlement is not available in this build.", "error")
+            return redirect(request, "settlement")
+        form = await request.form()
+        if form.get("confirm") != "yes":
+            notify(request, "Tick the confirmation to start a settlement run.", "error")
+            return redirect(request, "settlement")
+        settings = await ctx.settings()
+        now = ctx.now()
+        try:
+            cutoff = parse_when(
+                str(form.get("cutoff") or ""), settings.timezone if settings else None, "cutoff"
+            )
+            result = await settlement.run_settlement(ctx.db, ctx.clock, cutoff=cutoff)
+        except DomainError as refusal:
+            refused(request, refusal)
+            return redirect(request, "settlement")
+        run_ids = [run["run_id"] for run in result["runs"]]
+        async with ctx.db.transaction() as conn:
+            # The run is settlement's own unit of work (its advisory lock, its snapshot); the
+            # audit entry follows it, naming the runs it produced.
+            await audit.append(
+                conn,
+                actor=user.username,
+                action="settlement.run",
+                at=now,
+                details={
+                    "cutoff": audit.rfc3339(cutoff) if cutoff else None,
+                    "runs": run_ids,
+                    "replayed": bool(result.get("replayed")),
+                },
+            )
+        ctx.dashboard.clear()
+        if not run_ids:
+            notify(request, "No period is due for settlement; nothing was run.", "info")
+            return redirect(request, "settlement")
+        notify(request, f"Settlement finished: {', '.join(run_ids)}.")
+        return redirect(request, "settlement_run_detail", run_id=run_ids[-1])
+
+    @route("/runs/{run_id}", name="settlement_run_detail")
+    async def detail(self, request: Request) -> Response:
+        ctx = console(request)
+        run_id = request.path_params["run_id"]
+        if settlement is None:
+            return redirect(request, "settlement")
+        try:
+            run = await settlement.run_detail(ctx.db, run_id)
+        except NotFound:
+            return await self.render(
+                request, "console/not_found.html", status_code=404, what=f"settlement run {run_id}"
+            )
+        names: dict[str, str] = dict(run.get("names") or {})
+        async with ctx.db.connection() as conn:
+            names = {**(await repository.merchant_names(conn)), **names}
+        creditors = sorted(
+            {row["creditor_id"] for row in run["matrix"]}, key=lambda m: names.get(m, m)
+        )
+        debtors = sorted({row["debtor_id"] for row in run["matrix"]}, key=lambda m: names.get(m, m))
+        cells = {(row["creditor_id"], row["debtor_id"]): row for row in run["matrix"]}
+        return await self.render(
+            request,
+            "console/settlement_run.html",
+            title=f"Settlement run {run_id}",
+            run=run,
+            names=names,
+            creditors=creditors,
+            debtors=debtors,
+            cells=cells,
+        )
+
+    @route("/runs/{run_id}/files/{kind}", name="settlement_file")
+    async def file(self, request: Request) -> Response:
+        user = require(request, Role.OPERATOR)
+        ctx = console(request)
+        run_id, kind = request.path_params["run_id"], request.path_params["kind"]
+        if settlement is None or kind not in FILE_KINDS:
+            return redirect(request, "settlement")
+        try:
+            content, filename, media_type = await settlement.payment_file(
+                ctx.db,
+                run_id,
+                "csv" if kind == "csv" else "pain001",
+            )
+        except DomainError as refusal:
+            refused(request, refusal)
+            return redirect(request, "settlement_run_detail", run_id=run_id)
+        except (ImportError, AttributeError) as missing:
+            _log.warning("payment files are not available: %s", missing)
+            notify(request, "Payment files are not available in this build yet.", "error")
+            return redirect(request, "settlement_run_detail", run_id=run_id)
+        async with ctx.db.transaction() as conn:
+            await audit.append(
+                conn,
+                actor=user.username,
+                action="settlement.file",
+                target=run_id,
+                at=ctx.now(),
+                details={"kind": kind, "filename": filename, "bytes": len(content)},
+            )
+        return Response(
+            content,
+            media_type=media_type,
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
