@@ -22,7 +22,7 @@ from starlette_admin.widgets import BaseWidget
 
 from console.dashboard import Dashboard
 from console.views.base import Page
-from console.web import console, format_money
+from console.web import console, format_money, format_when
 
 
 def _value(value: Any) -> Callable[[Request], Awaitable[Any]]:
@@ -35,6 +35,11 @@ def _value(value: Any) -> Callable[[Request], Awaitable[Any]]:
 def _major(minor: int, minor_units: int) -> float:
     """For chart axes only: the exact figures are in the tables and statements."""
     return float(Decimal(minor).scaleb(-minor_units))
+
+
+def _percent(part: int, whole: int) -> float:
+    """Exposure over limit in percent, to a tenth (display only; the table shows money exactly)."""
+    return 0.0 if whole <= 0 else round(float(Decimal(part * 100) / Decimal(whole)), 1)
 
 
 def _name(board: Dashboard, merchant_id: str) -> str:
@@ -159,24 +164,30 @@ def build(board: Dashboard) -> BaseWidget:
                 for debtor in debtors
             ]
         ),
-        options={"dataLabels": {"enabled": True}, "colors": ["#206bc4"]},
+        options={
+            "dataLabels": {"enabled": True},
+            "colors": ["#206bc4"],
+            "xaxis": {"labels": {"rotate": -20, "rotateAlways": True, "trim": True}},
+        },
     )
     exposures = sorted(board.exposures, key=lambda e: -e.used_percent)
     exposure_chart = ChartWidget(
-        title=f"Exposure against liability limit ({settings.currency})",
+        title="Exposure as a share of the liability limit (%)",
         chart_type="bar",
         height=280,
         series_callback=_value(
             [
-                {"name": "exposure", "data": [_major(e.exposure, units) for e in exposures]},
-                {"name": "limit", "data": [_major(e.limit, units) for e in exposures]},
+                {
+                    "name": "% of limit used",
+                    "data": [_percent(e.exposure, e.limit) for e in exposures],
+                }
             ]
         ),
         options={
-            "xaxis": {"categories": [e.name for e in exposures]},
-            "dataLabels": {"enabled": False},
-            "colors": ["#d63939", "#adb5bd"],
-            "yaxis": {"title": {"text": settings.currency}},
+            "xaxis": {"categories": [e.name for e in exposures], "max": 100},
+            "plotOptions": {"bar": {"horizontal": True}},
+            "dataLabels": {"enabled": True},
+            "colors": ["#d63939"],
         },
     )
     exposure_table = TableWidget(
@@ -210,7 +221,8 @@ def build(board: Dashboard) -> BaseWidget:
     half = Breakpoints(default=12, lg=6)
     note = TextWidget(
         content=(
-            f"Computed {board.computed_at:%Y-%m-%d %H:%M:%S %Z}; {board.cached_days} closed days "
+            f"Computed {format_when(board.computed_at, settings.timezone)}; "
+            f"{board.cached_days} closed days "
             "read from the daily totals cache, the open days summed live."
             if board.computed_at
             else ""
