@@ -7,14 +7,13 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from core.clock import Clock
-from core.config import get_settings
 from core.database import Database
 from core.errors import NotFound, ValidationFailed
 from exchange import exchange_keys
 from exchange.queries import decode_cursor, encode_cursor
 from exchange.reconcile import Break
 from merchants import repository as merchant_repository, service as merchants
-from settlement import merkle, periods, repository
+from settlement import merkle, payments, periods, repository
 from settlement.repository import RunRow
 from settlement.runs import Period, Progress, RunResult, quiet, settle
 from settlement.signing import signature_valid
@@ -214,7 +213,6 @@ async def payment_file(
     db: Database, run_id: str, kind: Literal["csv", "pain001"]
 ) -> tuple[bytes, str, str]:
     """(content, file name, media type) of a run's payment instructions."""
-    from settlement import payments  # noqa: PLC0415  TODO(lead): top-level once payments lands
 
     async with db.connection() as conn:
         run = await repository.run_by_id(conn, run_id)
@@ -224,15 +222,16 @@ async def payment_file(
         names = await repository.merchant_names(conn, [row["merchant_id"] for row in rows])
     accounts = await merchants.bank_accounts(db, [row["merchant_id"] for row in rows])
     transfers = [
-        payments.Transfer(
-            merchant_id=row["merchant_id"],
-            merchant_name=names[row["merchant_id"]],
-            amount=abs(row["net"]),
-            direction="pay" if row["net"] > 0 else "collect",
-            account=accounts.get(row["merchant_id"]),
-        )
+        transfer
         for row in rows
-        if row["net"] != 0
+        if (
+            transfer := payments.transfer_for_net(
+                row["merchant_id"],
+                names[row["merchant_id"]],
+                row["net"],
+                accounts.get(row["merchant_id"]),
+            )
+        )
     ]
     if kind == "csv":
         content = payments.payment_csv(
@@ -244,12 +243,15 @@ async def payment_file(
             transfers=transfers,
         )
         return content, f"{run.run_id}-payments.csv", "text/csv"
+    # No net receiver means no credit transfer: payments.NoPayments, a ValidationFailed here.
+    if not payments.payable_transfers(transfers):
+        raise ValidationFailed("this run pays no merchant: there is no pain.001 to make")
     content = payments.pain001(
         run_id=run.run_id,
         execution_date=run.period_date,
         currency=run.currency,
         minor_units=run.minor_units,
-        treasury=payments.Treasury.from_settings(get_settings()),
+        treasury=payments.Treasury.from_settings(),
         transfers=transfers,
         created_at=run.created_at,
     )

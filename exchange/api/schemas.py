@@ -70,21 +70,6 @@ EXAMPLE_HOLD_VIEW: dict[str, Any] = {
     "created_at": EXAMPLE_AT,
     "expires_at": "2026-06-01T12:15:00.000000Z",
 }
-EXAMPLE_STATEMENT: dict[str, Any] = {
-    "statement_id": "stm_01M83EN0P7W4R1X9ZK2D5QH3VA",
-    "merchant_id": EXAMPLE_MERCHANT,
-    "period": {"start": "2026-05-31T16:00:00Z", "end": "2026-06-01T16:00:00Z"},
-    "issued_points": 500,
-    "redeemed_points": 120,
-    "receivable": 120,
-    "payable": 500,
-    "fees": 6,
-    "net": -386,
-    "lines": [
-        {"counterparty_id": "mer_01M83EN0G7HC2D8TJQ4MRN6XWS", "receivable": 120, "payable": 0}
-    ],
-}
-
 JSON_INTEGER = "a JSON integer, written without a fraction or an exponent (120, not 120.0)"
 Points = Annotated[
     StrictInt,
@@ -435,27 +420,6 @@ class BatchResults(BaseModel):
     )
 
     results: list[dict[str, Any]]
-
-
-class Statement(BaseModel):
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [EXAMPLE_STATEMENT]})
-
-    statement_id: str
-    merchant_id: str
-
-
-class StatementPage(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {"data": [EXAMPLE_STATEMENT], "next_cursor": None},
-                {"data": [], "next_cursor": None},
-            ]
-        }
-    )
-
-    data: list[Statement]
-    next_cursor: str | None
 
 
 class JsonWebKey(BaseModel):

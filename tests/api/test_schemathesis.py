@@ -72,6 +72,7 @@ AUTHENTICATION_CODES = {
 REFUSED_FOR_MEANING = {
     ("POST", "/v1/issuances"): {"expires_at"},  # must be in the future
     ("GET", "/v1/transactions"): {"cursor"},  # opaque: only a `next_cursor` handed out is valid
+    ("GET", "/v1/statements"): {"cursor", "period"},  # the same; and a period is a real date
     # only issuances and redemptions can be reversed (a reversal, say, cannot)
     ("POST", "/v1/transactions/{transaction_id}/reversals"): {"transaction_id"},
 }
