@@ -148,11 +148,16 @@ async def verify(
 
     From the start (`after_seq=0`) this checks every entry. Starting later checks only the newer
     entries; the caller must know `after_hash` from an earlier full verification, and this
-    re-reads that entry to make sure it still has that hash.
+    re-reads that entry to make sure it still has that hash and its content still matches it.
     """
     if after_seq:
-        anchor = await conn.fetchval("SELECT entry_hash FROM audit_log WHERE seq = $1", after_seq)
-        if anchor is None or bytes(anchor) != after_hash:
+        row = await conn.fetchrow("SELECT * FROM audit_log WHERE seq = $1", after_seq)
+        anchor = _entry(row) if row is not None else None
+        if (
+            anchor is None
+            or anchor.entry_hash != after_hash
+            or _problem(anchor, after_seq, anchor.prev_hash) is not None
+        ):
             return Verification(
                 False,
                 0,

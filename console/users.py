@@ -411,7 +411,11 @@ async def sign_in(db: Database, *, username: str, password: str, now: datetime) 
             await _fail(conn, row, now, "password")
         else:
             await conn.execute(
-                """UPDATE admin_users SET failed_logins = 0, locked_until = NULL,
+                # With TOTP, the failure count is reset only once the code is right too, so
+                # that guessing codes behind a known password still runs into the lockout.
+                """UPDATE admin_users SET locked_until = NULL,
+                          failed_logins = CASE WHEN totp_secret IS NULL THEN 0
+                                               ELSE failed_logins END,
                           password_hash = coalesce($2, password_hash),
                           last_login_at = CASE WHEN totp_secret IS NULL THEN $3
                                                ELSE last_login_at END

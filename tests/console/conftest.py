@@ -68,7 +68,9 @@ def csrf_of(html: str) -> str:
     return unescape(found.group(1))
 
 
-async def sign_in(client: httpx.AsyncClient, username: str, password: str = PASSWORD) -> httpx.Response:
+async def sign_in(
+    client: httpx.AsyncClient, username: str, password: str = PASSWORD
+) -> httpx.Response:
     """Submit the login form as a browser does (GET it for the CSRF token, then POST)."""
     page = await client.get("/console/login")
     return await client.post(
