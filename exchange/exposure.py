@@ -20,7 +20,6 @@ and obligations, and re-escrows what is left. Exact under any concurrency, at RE
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +28,7 @@ from decimal import Decimal
 import asyncpg
 
 from core.limits import EXPOSURE_SLOTS
+from exchange import repository
 from exchange.errors import LiabilityLimitExceeded
 from exchange.ledger import ObligationDraft
 from exchange.rounding import exposure_value, value_rounded_down
@@ -70,13 +70,20 @@ async def measure(
         ALLIANCE_POINT,
         now,
     )
-    # Unsettled obligations; settlement (a later stage) will exclude what it has settled.
     net_payable: int = await conn.fetchval(
-        """SELECT greatest(
-               coalesce(sum(gross_value) FILTER (WHERE debtor_id = $1), 0)
-             - coalesce(sum(gross_value - fee) FILTER (WHERE creditor_id = $1), 0), 0)::bigint
-           FROM obligations WHERE debtor_id = $1 OR creditor_id = $1""",
+        f"""WITH unsettled AS (
+                SELECT debtor_id, creditor_id, gross_value, fee FROM obligations
+                WHERE (debtor_id = $1 OR creditor_id = $1)
+                  AND ($2::timestamptz IS NULL OR created_at >= $2)
+                UNION ALL
+                SELECT debtor_id, creditor_id, gross_value, fee FROM obligations
+                WHERE (debtor_id = $1 OR creditor_id = $1) AND {repository.UNSETTLED_LATE})
+            SELECT greatest(
+                   coalesce(sum(gross_value) FILTER (WHERE debtor_id = $1), 0)
+                 - coalesce(sum(gross_value - fee) FILTER (WHERE creditor_id = $1), 0), 0)::bigint
+            FROM unsettled""",
         merchant_id,
+        *await repository.settled_through(conn),
     )
     return Exposure(
         merchant_id=merchant_id,
@@ -117,23 +124,21 @@ def rise_on_restoration(points: int, cancelled_gross: int, point_value: Decimal)
     return max(0, exposure_value(points, point_value) - cancelled_gross)
 
 
-async def debit(conn: asyncpg.Connection, debits: Mapping[str, int]) -> None:
+async def debit(conn: asyncpg.Connection, debits: Mapping[str, int], now: datetime) -> None:
     """Lower escrowed headroom where something other than issuance raised exposure.
 
-    Merchants are debited in id order, so two transactions debiting the same merchants always
-    lock their slots in the same order.
+    From one free slot that covers the rise; when none does, the merchant's whole escrow is
+    forfeited (every slot to 0, locked in slot order) and its next issuance rebalances exactly.
+    Taking the rise from a slot that cannot cover it would leave the other slots' headroom
+    drawable while the sum is already spent. Merchants go in id order, so two transactions
+    debiting the same merchants lock their slots in the same order.
     """
     for merchant_id in sorted(debits):
         value = debits[merchant_id]
         if value <= 0:
             continue
-        await conn.execute(
-            """UPDATE exposure_slots SET headroom = headroom - $3
-               WHERE merchant_id = $1 AND slot = $2""",
-            merchant_id,
-            random.randrange(EXPOSURE_SLOTS),
-            value,
-        )
+        if not await _draw_from_free_slot(conn, merchant_id, value, now):
+            await merchant_repository.reset_exposure_slots(conn, merchant_id)
 
 
 async def _draw_from_free_slot(

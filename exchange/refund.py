@@ -107,7 +107,7 @@ async def _restore(
     cancellations = cancellations_for(originals, plan)
     draft.obligations += cancellations
     if draft.currency == ALLIANCE_POINT:
-        await exposure.debit(conn, _exposure_rises(ctx, plan, cancellations))
+        await exposure.debit(conn, _exposure_rises(ctx, plan, cancellations), ctx.now)
 
 
 def _exposure_rises(

@@ -478,3 +478,22 @@ async def lapsed_lots(conn: Connection, member_id: str, now: datetime) -> list[t
         now,
     )
     return [(row["currency"], _lot(row)) for row in rows]
+
+
+# Settlement, a layer above, stores each run's cut-off and snapshot. An obligation is settled
+# once a run's cut-off is after it and that run's snapshot sees it (docs/settlement.md): those
+# created before the last cut-off but committed too late for its snapshot are still unsettled.
+# Parameters $2..$4 are settled_through()'s.
+UNSETTLED_LATE = """$2::timestamptz IS NOT NULL AND created_at < $2 AND xact >= $4::text::xid8
+    AND NOT pg_visible_in_snapshot(xact, $3::text::pg_snapshot)"""
+
+
+async def settled_through(conn: Connection) -> tuple[datetime | None, str | None, str | None]:
+    """(cut-off, snapshot, snapshot xmin) of the latest settlement run, or Nones before any."""
+    row = await conn.fetchrow(
+        """SELECT period_end, snapshot::text AS snapshot, snapshot_xmin::text AS xmin
+           FROM settlement_runs ORDER BY period_end DESC LIMIT 1"""
+    )
+    if row is None:
+        return None, None, None
+    return row["period_end"], row["snapshot"], row["xmin"]

@@ -79,6 +79,7 @@ async def consume(
             obligation.debtor_id: exposure.rise_on_consumption(obligation, ctx.settings.point_value)
             for obligation in obligations
         },
+        ctx.now,
     )
 
 
