@@ -25,6 +25,7 @@ from sdk._errors import (
     AllianceError,
     APIConnectionError,
     APITimeoutError,
+    ResponseVerificationError,
     UnexpectedResponseError,
     problem_error,
 )
@@ -156,13 +157,12 @@ def verification_failure(
     """A response that did not verify still says, by its status, whether asking again may help:
     an unsigned 503 from a proxy is worth a retry (always safe), a forged 201 is not."""
     error.idempotency_key = call.idempotency_key
-    if isinstance(error, APIConnectionError):  # fetching the exchange's keys failed
-        return Failure(error)
+    if not isinstance(error, ResponseVerificationError):
+        # Fetching the exchange's keys failed: the attempt proved nothing either way. Like a
+        # lost answer, it is retried (an unreadable key set is not: it will not change).
+        return Failure(error, transient=not isinstance(error, UnexpectedResponseError))
     return Failure(
-        error,
-        status=response.status_code,
-        retry_after=response.headers.get("retry-after"),
-        transient=not isinstance(error, UnexpectedResponseError),
+        error, status=response.status_code, retry_after=response.headers.get("retry-after")
     )
 
 

@@ -33,6 +33,8 @@ class MockExchange:
         self.signing_key_id = "xk_1"
         self.requests: list[httpx2.Request] = []
         self.key_fetches = 0
+        self.key_outages = 0
+        """How many of the next key fetches fail with a 503."""
 
     def transport(self) -> httpx2.MockTransport:
         return httpx2.MockTransport(self)
@@ -51,6 +53,9 @@ class MockExchange:
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         if request.url.path == "/v1/exchange-keys":
             self.key_fetches += 1
+            if self.key_outages:
+                self.key_outages -= 1
+                return httpx2.Response(503, json={"status": 503, "code": "service_unavailable"})
             return httpx2.Response(200, json={"keys": [self._jwk(k) for k in self.keys]})
         self.requests.append(request)
         status, payload = self.handler(request)

@@ -43,12 +43,12 @@ PROTOCOL_CODES = {
 
 
 def client_for(exchange: MockExchange, **options: Any) -> AllianceClient:
+    options.setdefault("sleep", lambda seconds: None)
     return AllianceClient(
         base_url=BASE_URL,
         key_id="key_1",
         private_key=Ed25519PrivateKey.generate(),
         transport=exchange.transport(),
-        sleep=lambda seconds: None,
         **options,
     )
 
@@ -134,6 +134,21 @@ def test_a_key_that_is_never_published_is_refused_after_one_refresh_per_answer()
             with pytest.raises(sdk.ResponseVerificationError):
                 client.get_transaction(transaction_id="txn_1")
             assert exchange.key_fetches == fetches
+
+
+def test_an_attempt_whose_keys_could_not_be_fetched_is_retried():
+    exchange = MockExchange(lambda request: (201, transaction()))
+    exchange.key_outages = 1
+    waits: list[float] = []
+
+    with client_for(exchange, sleep=waits.append, random=lambda: 0.0) as client:
+        issued = client.issue(member_id="mbr_1", points=1, reference="r", idempotency_key="k-9")
+
+    assert issued.transaction_id == "txn_1"
+    assert exchange.key_fetches == 2
+    assert waits == [0.5]
+    assert {r.headers["idempotency-key"] for r in exchange.requests} == {"k-9"}
+    assert len(exchange.requests) == 2
 
 
 @pytest.mark.parametrize(("code", "status"), sorted(PROTOCOL_CODES.items()))
