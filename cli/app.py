@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import ledger
+from cli import ledger, settle
 from cli.admin import admin_app
 from cli.alliance_settings import settings_app
 from cli.keys import keys_app
@@ -25,6 +25,10 @@ app.add_typer(admin_app, name="admin")
 app.command(epilog="Example: alliance expire")(ledger.expire)
 app.command(epilog="Example: alliance verify")(ledger.verify)
 app.command(epilog="Example: alliance demo")(ledger.demo)
+app.command(
+    epilog="Examples: alliance settle | alliance settle --period 2026-06-01 | "
+    "alliance settle --cutoff 2026-06-01T08:00:00Z"
+)(settle.settle)
 
 
 @app.command(

@@ -15,6 +15,7 @@ from exchange import demo as demo_seed, nonces
 from exchange.expiry import ExpiryReport
 from exchange.reconcile import Break, Check, verify as verify_books
 from exchange.service import Ledger
+from settlement import service as settlement_service
 
 
 def _progress() -> Progress:
@@ -62,13 +63,14 @@ async def _expire() -> ExpiryReport:
 
 
 def verify() -> None:
-    """Reconcile the whole ledger; print each break with the rows behind it; exit 1 on any."""
+    """Reconcile the ledger and every settlement run (claims, Merkle roots, signatures); print
+    each break with the rows behind it; exit 1 on any."""
     breaks = run(_verify())
     if not breaks:
         console.print("[bold green]The books balance[/]: every reconciliation check passed.")
         return
     for item in breaks:
-        _print_break(item)
+        print_break(item)
     err_console.print(f"[bold red]{len(breaks)} check(s) failed.[/]")
     raise typer.Exit(code=1)
 
@@ -83,10 +85,16 @@ async def _verify() -> list[Break]:
             def advance(check: Check) -> None:
                 progress.update(task, advance=1, description=check.name)
 
-            return await verify_books(db, on_check=advance)
+            breaks = await verify_books(db, on_check=advance)
+            runs = progress.add_task("Settlement runs", total=None)
+
+            def advance_runs(phase: str, done: int, total: int | None) -> None:
+                progress.update(runs, completed=done, total=total)
+
+            return breaks + await settlement_service.verify(db, progress=advance_runs)
 
 
-def _print_break(item: Break) -> None:
+def print_break(item: Break) -> None:
     table = Table(title=f"BREAK {item.check}: {item.description} ({item.count} rows)")
     columns = list(item.rows[0]) if item.rows else []
     for column in columns:
