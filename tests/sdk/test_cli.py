@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from core.database import Database
 from merchants import service as merchants
 from merchants.keys import parse_public_key
-from sdk import load_private_key
+from sdk import AllianceClient, AsyncAllianceClient, ConfigurationError, load_private_key
 from sdk._cli import main
 from tests.conftest import PROJECT_ROOT
 from tests.factories import CREATED_AT, unique
@@ -150,3 +150,27 @@ def test_ping_of_an_exchange_that_is_not_there(tmp_path: Path):
 
     assert status == 1
     assert "ConnectError" in err
+
+
+async def test_from_env_configures_both_clients(
+    tmp_path: Path, exchange: Server, partner: Partner, monkeypatch
+):
+    key_file = tmp_path / "partner.pem"
+    key_file.write_bytes(
+        partner.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(ConfigurationError, match="ALLIANCE_KEY_ID"):
+        AllianceClient.from_env()
+    monkeypatch.setenv("ALLIANCE_BASE_URL", exchange.url)
+    monkeypatch.setenv("ALLIANCE_KEY_ID", partner.key_id)
+    monkeypatch.setenv("ALLIANCE_KEY_FILE", str(key_file))
+
+    with AllianceClient.from_env() as client:
+        assert client.key_id == partner.key_id
+        assert client.list_transactions().data == []
+    async with AsyncAllianceClient.from_env() as async_client:
+        assert (await async_client.list_transactions()).data == []
