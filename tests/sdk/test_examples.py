@@ -60,6 +60,7 @@ async def demo(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DemoAl
         ("till.py", "issued 128 points for 128.50 yuan"),
         ("checkout.py", "captured 250 points"),
         ("refund.py", "screening cancelled: 40 points back to the member"),
+        ("sign_a_request.py", "POST /v1/issuances -> 201"),
     ],
 )
 def test_each_example_runs_against_the_demo_alliance(demo: DemoAlliance, script, expected):
