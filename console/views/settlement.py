@@ -136,6 +136,11 @@ class SettlementView(Page):
         except DomainError as refusal:
             refused(request, refusal)
             return redirect(request, "settlement_run_detail", run_id=run_id)
+        except ValueError as unpayable:
+            # settlement.payments refuses a file that must not go to a bank (no payee with a
+            # bank account, sums that disagree): say why instead of serving it.
+            notify(request, f"No {kind} file for this run: {unpayable}", "error")
+            return redirect(request, "settlement_run_detail", run_id=run_id)
         except (ImportError, AttributeError) as missing:
             _log.warning("payment files are not available: %s", missing)
             notify(request, "Payment files are not available in this build yet.", "error")

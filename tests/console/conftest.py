@@ -28,6 +28,16 @@ CHROMIUM = Path("/usr/bin/chromium")
 _CSRF_FIELD = re.compile(r'name="csrftoken" value="([^"]+)"')
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last: Playwright's sync API keeps an event loop running on the main
+    thread from its first use to the end of the session, and pytest-asyncio cannot run a test
+    while one is."""
+    browser = [item for item in items if "page" in getattr(item, "fixturenames", ())]
+    if browser:
+        others = [item for item in items if item not in browser]
+        items[:] = others + browser
+
+
 @pytest.fixture(autouse=True)
 def _console_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     # The console reads its cookie-signing key from the environment before the data dir.
@@ -164,3 +174,10 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, object]) -> dic
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
     return {**browser_type_launch_args, "executable_path": str(CHROMIUM)}
+
+
+@pytest.fixture(scope="session")
+def base_url() -> str | None:
+    # Replaces pytest-base-url's fixture (a session fixture on a class instance, which pytest 9
+    # deprecates, and warnings are errors here); the browser tests use live_server.url.
+    return None
