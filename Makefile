@@ -24,6 +24,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed ## Install, migrate, seed the demo alliance and serve on http://127.0.0.1:8000
 	$(BIN)/alliance migrate
 	$(BIN)/alliance demo
+	$(BIN)/alliance admin demo-user
 	$(BIN)/alliance serve
 
 test: $(VENV)/.installed-dev check pytest ## Install with dev extras; ruff, mypy, import contracts, tests
@@ -64,3 +65,9 @@ clean: ## Remove the virtualenv and caches (keeps .data, the embedded database)
 .PHONY: bench
 bench: $(VENV)/.installed-dev ## Benchmark against the machine's own limits (~20 min); writes bench/results/
 	$(BIN)/python -m bench.run
+
+.PHONY: screenshots
+screenshots: $(VENV)/.installed-dev ## PNG of every console page from the demo alliance, in docs/screenshots/
+	$(BIN)/alliance migrate
+	$(BIN)/alliance demo
+	$(BIN)/python -m console.screenshots
