@@ -18,6 +18,7 @@ import secrets
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
@@ -33,7 +34,7 @@ KEY_FILE = Path(os.environ.get("ALLIANCE_DEMO_KEYS", ".data/demo-keys")) / f"{KE
 
 def send(
     client: httpx2.Client, key: Ed25519PrivateKey, method: str, path: str, body: object = None
-):
+) -> Any:
     raw = b"" if body is None else json.dumps(body).encode()
     url = urlsplit(BASE_URL + path)
     headers = {"content-type": "application/json"} if raw else {}

@@ -367,7 +367,6 @@ class AsyncAllianceClient:
         attempt = await self._attempt(endpoints.get_exchange_keys())
         if isinstance(attempt, Failure):
             raise attempt.error
-        self._core.key_refreshes += 1
         return self._core.remember_keys(attempt.value)
 
     async def _pages(self, fetch: Callable[[str | None], Awaitable[Page[T]]]) -> AsyncIterator[T]:

@@ -372,7 +372,6 @@ class AllianceClient:
         attempt = self._attempt(endpoints.get_exchange_keys())
         if isinstance(attempt, Failure):
             raise attempt.error
-        self._core.key_refreshes += 1
         return self._core.remember_keys(attempt.value)
 
     def _pages(self, fetch: Callable[[str | None], Page[T]]) -> Iterator[T]:

@@ -106,8 +106,6 @@ class ClientCore:
         self.verify_responses = verify_responses
         self.signer = RequestSigner(key_id=key_id, private_key=private_key, clock=self.clock)
         self.exchange_keys: dict[str, bytes] | None = None
-        self.key_refreshes = 0
-        """How many times the exchange's keys were fetched for verification (for diagnostics)."""
 
     def build_request(
         self, http: httpx2.Client | httpx2.AsyncClient, call: Call[Any]
