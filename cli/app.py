@@ -9,7 +9,7 @@ from cli.admin import admin_app
 from cli.alliance_settings import settings_app
 from cli.keys import keys_app
 from cli.merchant import merchant_app
-from cli.runtime import console, database_url, where
+from cli.runtime import console, database_url, open_database, where
 from core.config import get_settings
 
 app = typer.Typer(
@@ -62,6 +62,27 @@ def serve(
         workers=workers,
         log_level="info",
     )
+
+
+@app.command(epilog="Example: alliance scheduler   (a service in docker-compose.yml)")
+def scheduler() -> None:
+    """Run settlement (hourly at :05, settling every finished period) and expiry (hourly at :20)
+    until stopped. Several schedulers may run: each tick goes to one, and a period is never
+    settled twice (docs/settlement.md, ADR 0009)."""
+    import asyncio
+
+    from core.clock import SystemClock
+    from settlement import scheduler as nightly
+
+    async def serve() -> None:
+        async with open_database() as db:
+            await nightly.run(db, SystemClock(), database_url())
+
+    console.print(
+        f"Scheduler on {where()}: settle '{nightly.SETTLE_CRON}', "
+        f"expire '{nightly.EXPIRE_CRON}' (UTC cron)."
+    )
+    asyncio.run(serve())
 
 
 def main() -> None:
