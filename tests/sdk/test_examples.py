@@ -1,6 +1,6 @@
 """The examples run against the demo alliance `make run` serves, as CI runs them: a new database,
 `alliance demo` (its week of history and its key files), `alliance serve`, then each script.
-A settlement of the demo's finished days then gives the SDK real statements to read."""
+`alliance settle` of the demo's finished days then gives the SDK real statements to read."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from core.clock import SystemClock
 from core.database import Database
 from sdk import AllianceClient, AsyncAllianceClient, NotFoundError, load_private_key
-from settlement import service as settlement
 from tests.conftest import PROJECT_ROOT, migrated_database
 from tests.sdk.live import Server, alliance_command, alliance_env, start, stop, wait_until_ready
 
@@ -24,6 +22,7 @@ DEMO_TIMEOUT_S = 120
 
 @dataclass
 class DemoAlliance:
+    url: str
     server: Server
     keys: Path
     db: Database
@@ -48,7 +47,7 @@ async def demo(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DemoAl
             output, _ = seeding.communicate(timeout=DEMO_TIMEOUT_S)
             assert seeding.returncode == 0, output.decode()
             wait_until_ready(server)
-            yield DemoAlliance(server, directory / "demo-keys", db)
+            yield DemoAlliance(url, server, directory / "demo-keys", db)
         finally:
             stop(server)
             await db.close()
@@ -82,9 +81,17 @@ def test_each_example_runs_against_the_demo_alliance(demo: DemoAlliance, script,
 
 
 @pytest.fixture(scope="module")
-async def settled(demo: DemoAlliance) -> DemoAlliance:
-    runs = await settlement.settle_due(demo.db, SystemClock())
-    assert runs, "the demo's week of history should leave finished days to settle"
+def settled(demo: DemoAlliance) -> DemoAlliance:
+    """The demo's finished days settled, as the operator does it: `alliance settle`."""
+    ran = subprocess.run(
+        [*alliance_command(), "settle", "--out", str(demo.keys.parent / "payments")],
+        env=alliance_env(demo.url),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT_S,
+    )
+    assert ran.returncode == 0, ran.stderr + ran.stdout
     return demo
 
 
