@@ -159,3 +159,9 @@ def top_leaves(
 
 def top_root(merchants: Sequence[tuple[str, int, bytes]], alliance: tuple[bytes, int]) -> bytes:
     return root(top_leaves(merchants, alliance))
+
+
+def subtree(trees: dict[str, StreamingRoot], bucket: str) -> tuple[bytes, int]:
+    """(root, leaves) of one bucket's subtree; an empty one for a bucket with no transactions."""
+    tree = trees.get(bucket)
+    return (tree.root(), tree.size) if tree else (EMPTY_ROOT, 0)

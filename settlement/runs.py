@@ -155,18 +155,9 @@ async def _compute(
     progress("merkle", done, total)
     assert done == total, "the leaves are the claimed transactions"
 
-    roots = {
-        m.merchant_id: (
-            subtrees[m.merchant_id].root() if m.merchant_id in subtrees else merkle.EMPTY_ROOT,
-            subtrees[m.merchant_id].size if m.merchant_id in subtrees else 0,
-        )
-        for m in figures.merchants
-    }
+    roots = {m.merchant_id: merkle.subtree(subtrees, m.merchant_id) for m in figures.merchants}
     assert set(subtrees) - {merkle.ALLIANCE_BUCKET} <= set(roots), "every bucket has a statement"
-    alliance_tree = subtrees.get(merkle.ALLIANCE_BUCKET)
-    alliance = (
-        (alliance_tree.root(), alliance_tree.size) if alliance_tree else (merkle.EMPTY_ROOT, 0)
-    )
+    alliance = merkle.subtree(subtrees, merkle.ALLIANCE_BUCKET)
     top = merkle.top_root(
         [(merchant_id, count, root) for merchant_id, (root, count) in sorted(roots.items())],
         alliance,

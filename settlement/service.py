@@ -307,18 +307,11 @@ async def _verify_run(db: Database, run: RunRow, previous: RunRow | None) -> lis
                 [dict(row) for row in disagreements],
             )
         )
-    recomputed = [
-        (
-            m,
-            subtrees[m].size if m in subtrees else 0,
-            subtrees[m].root() if m in subtrees else merkle.EMPTY_ROOT,
-        )
-        for m, _, _ in top
-    ]
-    alliance_tree = subtrees.get(merkle.ALLIANCE_BUCKET)
-    alliance = (
-        (alliance_tree.root(), alliance_tree.size) if alliance_tree else (merkle.EMPTY_ROOT, 0)
-    )
+    recomputed: list[tuple[str, int, bytes]] = []
+    for merchant_id, _, _ in top:
+        subtree_root, size = merkle.subtree(subtrees, merchant_id)
+        recomputed.append((merchant_id, size, subtree_root))
+    alliance = merkle.subtree(subtrees, merkle.ALLIANCE_BUCKET)
     root = merkle.top_root(recomputed, alliance)
     stray = set(subtrees) - {m for m, _, _ in top} - {merkle.ALLIANCE_BUCKET}
     if root != run.merkle_root or recomputed != top or stray:
