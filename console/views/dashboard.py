@@ -37,6 +37,10 @@ def _major(minor: int, minor_units: int) -> float:
     return float(Decimal(minor).scaleb(-minor_units))
 
 
+STILL = {"animations": {"enabled": False}, "toolbar": {"show": True}}
+"""Charts draw at once: a finance screen shows figures, not an animation (and screenshots agree)."""
+
+
 def _percent(part: int, whole: int) -> float:
     """Exposure over limit in percent, to a tenth (display only; the table shows money exactly)."""
     return 0.0 if whole <= 0 else round(float(Decimal(part * 100) / Decimal(whole)), 1)
@@ -92,6 +96,7 @@ def build(board: Dashboard) -> BaseWidget:
             ]
         ),
         options={
+            "chart": STILL,
             "xaxis": {"categories": labels, "type": "category"},
             "colors": ["#206bc4", "#2fb344"],
             "dataLabels": {"enabled": False},
@@ -111,6 +116,7 @@ def build(board: Dashboard) -> BaseWidget:
             ]
         ),
         options={
+            "chart": STILL,
             "xaxis": {"categories": [_name(board, m) for m in issuers]},
             "plotOptions": {"bar": {"horizontal": True}},
             "dataLabels": {"enabled": False},
@@ -135,7 +141,7 @@ def build(board: Dashboard) -> BaseWidget:
             or [{"name": "breakage", "data": [0 for _ in board.days]}]
         ),
         options={
-            "chart": {"stacked": True},
+            "chart": STILL | {"stacked": True},
             "xaxis": {"categories": labels},
             "dataLabels": {"enabled": False},
         },
@@ -165,6 +171,7 @@ def build(board: Dashboard) -> BaseWidget:
             ]
         ),
         options={
+            "chart": STILL,
             "dataLabels": {"enabled": True},
             "colors": ["#206bc4"],
             "xaxis": {"labels": {"rotate": -20, "rotateAlways": True, "trim": True}},
@@ -184,6 +191,7 @@ def build(board: Dashboard) -> BaseWidget:
             ]
         ),
         options={
+            "chart": STILL,
             "xaxis": {"categories": [e.name for e in exposures], "max": 100},
             "plotOptions": {"bar": {"horizontal": True}},
             "dataLabels": {"enabled": True},

@@ -10,6 +10,7 @@ from console import dashboard
 from console.limits import DASHBOARD_DAYS
 from core.clock import FixedClock
 from core.database import Database
+from exchange import exposure
 from exchange.service import Ledger
 from merchants import repository as merchant_repository
 from tests.factories import DEFAULT_SETTINGS, issue, make_member, make_merchant, redeem
@@ -50,6 +51,19 @@ async def test_daily_totals_flow_and_liability(alliance: Database):
     assert by_id[issuer].outstanding_points == 67
     assert by_id[issuer].exposure == 67 + 40  # outstanding value + what it owes the acceptor
     assert by_id[acceptor].exposure == 0
+    # The dashboard's grouped figures are the ledger's own exposure, merchant by merchant.
+    async with alliance.connection() as conn:
+        for merchant_id in (issuer, acceptor):
+            measured = await exposure.measure(
+                conn,
+                merchant_id=merchant_id,
+                liability_limit=by_id[merchant_id].limit,
+                settings=board.settings,
+                now=TODAY,
+            )
+            assert by_id[merchant_id].exposure == measured.total
+            assert by_id[merchant_id].net_payable == measured.net_payable
+            assert by_id[merchant_id].outstanding_value == measured.outstanding_value
 
     again = await dashboard.compute(alliance, TODAY)
     assert again.cached_days == DASHBOARD_DAYS - 1  # every day but today is closed
