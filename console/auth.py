@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette_admin.auth import AdminUser, AuthProvider
@@ -36,7 +38,9 @@ class ConsoleAuth(AuthProvider):
         )
         if signed_in.needs_code:
             target = str(request.url_for(f"{request.app.state.ROUTE_NAME}:second_factor"))
-            response = RedirectResponse(f"{target}?next={next_url}", status_code=303)
+            response = RedirectResponse(
+                f"{target}?{urlencode({'next': next_url})}", status_code=303
+            )
         else:
             response = RedirectResponse(next_url, status_code=303)
         set_session_cookie(request, response, signed_in.token)
