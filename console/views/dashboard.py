@@ -192,7 +192,7 @@ def build(board: Dashboard) -> BaseWidget:
         ),
         options={
             "chart": STILL,
-            "xaxis": {"categories": [e.name for e in exposures], "max": 100},
+            "xaxis": {"categories": [e.name for e in exposures]},
             "plotOptions": {"bar": {"horizontal": True}},
             "dataLabels": {"enabled": True},
             "colors": ["#d63939"],
