@@ -288,9 +288,12 @@ def format_money(minor: int | None, settings: AllianceSettings | None) -> str:
     return f"{sign}{body} {currency}".strip()
 
 
-def format_when(instant: datetime | None, timezone: str | None) -> str:
-    if instant is None:
+def format_when(instant: datetime | str | None, timezone: str | None) -> str:
+    """An instant (or RFC 3339 text, as settlement's views give it) in the alliance's zone."""
+    if instant is None or instant == "":
         return "—"
+    if isinstance(instant, str):
+        instant = datetime.fromisoformat(instant)
     zone = ZoneInfo(timezone) if timezone else UTC
     local = instant.astimezone(zone)
     return local.strftime("%Y-%m-%d %H:%M:%S %Z")
