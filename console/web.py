@@ -150,7 +150,9 @@ class SessionMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        static = scope.get("root_path", "") + "/static/"
+        if scope["type"] != "http" or scope["path"].startswith(static):
+            # Assets need no session: no database round trip for each script and stylesheet.
             await self.app(scope, receive, send)
             return
         ctx: Console = scope["app"].state.console
