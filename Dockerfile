@@ -6,6 +6,8 @@ COPY core ./core
 COPY merchants ./merchants
 COPY exchange ./exchange
 COPY settlement ./settlement
+COPY console ./console
+COPY server ./server
 COPY cli ./cli
 COPY sdk ./sdk
 COPY migrations ./migrations

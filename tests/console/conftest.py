@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import unescape
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -120,9 +121,62 @@ class LiveServer:
 BROWSER_START = datetime(2026, 7, 1, 4, 0, tzinfo=UTC)
 
 
+def _in_thread(coroutine: Any) -> Any:
+    """Run a coroutine on a thread of its own: Playwright's loop may be running on this one."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        result["value"] = asyncio.run(coroutine)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    return result.get("value")
+
+
 @pytest.fixture(scope="session")
-def live_server(database_url: str) -> Iterator[LiveServer]:
+def browser_database_url() -> Iterator[str]:
+    """The browser's alliance has a database of its own: starting a settlement run settles every
+    finished period of the database, and the shared one holds years of every suite's history."""
+    import uuid
+
+    import asyncpg
+
+    from core.migrations import upgrade_to_head_async
+    from merchants import repository as merchant_repository
+    from tests.conftest import _server_url, _with_database
+    from tests.factories import DEFAULT_SETTINGS
+
+    server_url = _server_url()
+    name = f"alliance_browser_{uuid.uuid4().hex[:12]}"
+    url = _with_database(server_url, name)
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(server_url)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    async def create() -> None:
+        await admin(f'CREATE DATABASE "{name}"')
+        await upgrade_to_head_async(url)
+        database = await Database.connect(url, min_size=1, max_size=1)
+        try:
+            async with database.transaction() as conn:
+                await merchant_repository.insert_settings(conn, DEFAULT_SETTINGS)
+        finally:
+            await database.close()
+
+    _in_thread(create())
+    yield url
+    _in_thread(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def live_server(browser_database_url: str) -> Iterator[LiveServer]:
     """The whole app (server.main) under uvicorn on a thread with its own event loop and pool."""
+    database_url = browser_database_url
     import uvicorn
 
     clock = FixedClock(BROWSER_START)
