@@ -17,6 +17,7 @@ from core.config import get_settings
 from core.database import Database
 from core.errors import ValidationFailed
 from settlement import service
+from settlement.payments import format_amount
 from settlement.runs import ReconciliationFailed, RunResult
 
 PHASES = {
@@ -70,10 +71,7 @@ def settle(
 
 
 def _money(minor: int, minor_units: int, currency: str) -> str:
-    sign = "-" if minor < 0 else ""
-    whole, fraction = divmod(abs(minor), 10**minor_units)
-    text = f"{whole:,}" + (f".{fraction:0{minor_units}d}" if minor_units else "")
-    return f"{sign}{text} {currency}"
+    return f"{format_amount(minor, minor_units)} {currency}"
 
 
 async def _settle(period: str | None, cutoff: str | None, out: Path | None) -> list[RunResult]:

@@ -116,10 +116,6 @@ async def run_settlement(
     return {"runs": [run_view(r.run) for r in results], "replayed": False}
 
 
-def _encode_statement_cursor(period_end: datetime, statement_id: str) -> str:
-    return encode_cursor(period_end, statement_id)
-
-
 async def statements_page(
     db: Database,
     merchant_id: str,
@@ -139,9 +135,7 @@ async def statements_page(
     return {
         "data": [statement_view(row, lines[row["statement_id"]]) for row in page],
         "next_cursor": (
-            _encode_statement_cursor(last["period_end"], last["statement_id"])
-            if more and last
-            else None
+            encode_cursor(last["period_end"], last["statement_id"]) if more and last else None
         ),
     }
 
