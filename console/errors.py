@@ -12,6 +12,17 @@ class SignInFailed(DomainError):
     code = "sign_in_failed"
 
 
+class SignInThrottled(DomainError):
+    """Too many failed sign-ins from the client's address: refused before any password is
+    checked, until `retry_after_s` has passed."""
+
+    code = "sign_in_throttled"
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 class Forbidden(DomainError):
     """The signed-in user's role does not allow this."""
 

@@ -12,6 +12,13 @@ LOGIN_FAILURES_MAX: Final = 5
 """Consecutive failed sign-ins (password or TOTP) after which an account is locked."""
 LOCKOUT_S: Final = 15 * 60
 
+SIGNIN_ADDRESS_FAILURES_MAX: Final = 20
+"""Failed sign-ins from one client address (an IPv6 /64) after which that address is refused
+until its window ends, whatever the username: the lockout above stops guessing one account's
+password, this stops one client spraying guesses over many accounts."""
+SIGNIN_ADDRESS_WINDOW_S: Final = 15 * 60
+"""The window the failures above are counted in, from the first failure in it."""
+
 SESSION_IDLE_S: Final = 30 * 60
 """A session unused this long is over."""
 SESSION_ABSOLUTE_S: Final = 12 * 3600
@@ -25,6 +32,8 @@ TOTP_STEPS_ACCEPTED: Final = 1
 """Codes from this many 30-second steps either side of now are accepted (clock drift)."""
 
 PAGE_SIZE: Final = 50
+MEMBER_REFS_SHOWN: Final = 100
+"""A member page lists this many of the member's external references (a member has a handful)."""
 EXPORT_ROWS_MAX: Final = 100_000
 """A CSV export stops here; narrow the filter for more (the file says so in its last line)."""
 

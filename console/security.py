@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from datetime import datetime
 
@@ -93,3 +94,24 @@ def token_hash(token: str) -> bytes:
 
 def new_csrf_token() -> str:
     return secrets.token_hex(32)
+
+
+def client_address_key(host: str | None) -> str:
+    """The key a client's sign-in failures are counted under.
+
+    An IPv4 address as is; an IPv6 address by its /64, since one subscriber usually holds a whole
+    /64 and could otherwise take a new address for every guess (an IPv4-mapped IPv6 address is the
+    IPv4 address). Anything that is not an address (a test client, a Unix socket) is kept as
+    text, at most 64 characters.
+    """
+    if not host:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return host[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)

@@ -5,11 +5,20 @@ Sign-in is two steps when the user has TOTP: the right password opens a session 
 replaces it with a fresh `full` session (a new token, so a token seen before the second factor
 is worth nothing after it). Failed passwords and failed codes count towards the same lockout.
 
+Sign-in is also throttled per client address (an IPv6 /64): SIGNIN_ADDRESS_FAILURES_MAX
+attempts that did not sign in, within SIGNIN_ADDRESS_WINDOW_S of the first, and that address is
+refused before any password is checked. The count lives in PostgreSQL (`admin_signin_throttle`),
+so every worker shares it and a restart does not reset it. Each attempt takes its slot first, in
+one atomic upsert, and gives it back if the password is right: concurrent guesses cannot slip
+past the limit, and no lock is held while a password is verified.
+
 Every function is one unit of work and writes its audit entry in it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,7 +27,7 @@ from enum import StrEnum
 import asyncpg
 
 from console import audit
-from console.errors import InvalidInput, SignInFailed, UserNotFound
+from console.errors import InvalidInput, SignInFailed, SignInThrottled, UserNotFound
 from console.limits import (
     LOCKOUT_S,
     LOGIN_FAILURES_MAX,
@@ -26,6 +35,8 @@ from console.limits import (
     SESSION_ABSOLUTE_S,
     SESSION_IDLE_S,
     SESSION_TOUCH_S,
+    SIGNIN_ADDRESS_FAILURES_MAX,
+    SIGNIN_ADDRESS_WINDOW_S,
 )
 from console.security import (
     hash_password,
@@ -371,15 +382,91 @@ async def _open_session(
     return token, csrf
 
 
-async def sign_in(db: Database, *, username: str, password: str, now: datetime) -> SignIn:
-    """Check a password; a session, or SignInFailed (the same for every reason)."""
+async def _take_attempt(db: Database, address: str, now: datetime) -> tuple[datetime, int]:
+    """Count one sign-in attempt from `address`: its window's start and the count, this one in.
+
+    A window starts at the first attempt after the previous one ended. The attempt is counted
+    before the password is checked (and given back if it was right), in one statement, so any
+    number of concurrent attempts from one address count one by one.
+    """
+    async with db.transaction() as conn:
+        row = await conn.fetchrow(
+            """INSERT INTO admin_signin_throttle AS t (address, window_start, failures)
+               VALUES ($1, $2, 1)
+               ON CONFLICT (address) DO UPDATE SET
+                   window_start = CASE WHEN t.window_start <= $3 THEN $2 ELSE t.window_start END,
+                   failures = CASE WHEN t.window_start <= $3 THEN 1 ELSE t.failures + 1 END
+               RETURNING window_start, failures""",
+            address,
+            now,
+            now - timedelta(seconds=SIGNIN_ADDRESS_WINDOW_S),
+        )
+        window_start: datetime = row["window_start"]
+        attempts: int = row["failures"]
+        if attempts == SIGNIN_ADDRESS_FAILURES_MAX + 1:
+            # Once per window, when the address is first refused.
+            await audit.append(
+                conn,
+                actor=address,
+                action="signin.throttled",
+                at=now,
+                details={
+                    "address": address,
+                    "failures": SIGNIN_ADDRESS_FAILURES_MAX,
+                    "until": audit.rfc3339(
+                        window_start + timedelta(seconds=SIGNIN_ADDRESS_WINDOW_S)
+                    ),
+                },
+            )
+    return window_start, attempts
+
+
+async def _prune(conn: asyncpg.Connection, now: datetime) -> int:
+    """Delete sessions that ended, and address windows that closed, a day ago or more."""
+    day_ago = now - timedelta(days=1)
+    result: str = await conn.execute(
+        """DELETE FROM admin_sessions WHERE expires_at < $1
+              OR (revoked_at IS NOT NULL AND revoked_at < $1)""",
+        day_ago,
+    )
+    await conn.execute(
+        "DELETE FROM admin_signin_throttle WHERE window_start < $1",
+        day_ago - timedelta(seconds=SIGNIN_ADDRESS_WINDOW_S),
+    )
+    return int(result.split()[-1])
+
+
+async def sign_in(
+    db: Database, *, username: str, password: str, now: datetime, address: str | None = None
+) -> SignIn:
+    """Check a password; a session, or SignInFailed (the same for every reason).
+
+    `address` is the client's (`security.client_address_key`): a web sign-in always gives it, and
+    too many failures from it raise SignInThrottled before the password is looked at. Without
+    it (tools and tests that call this directly) no address is counted.
+    """
+    window: datetime | None = None
+    if address is not None:
+        window, attempts = await _take_attempt(db, address, now)
+        if attempts > SIGNIN_ADDRESS_FAILURES_MAX:
+            ends = window + timedelta(seconds=SIGNIN_ADDRESS_WINDOW_S)
+            wait_s = max(1, math.ceil((ends - now).total_seconds()))
+            raise SignInThrottled(
+                f"Too many failed sign-ins from your address: try again in "
+                f"{math.ceil(wait_s / 60)} minute(s).",
+                retry_after_s=wait_s,
+            )
     outcome: SignIn | None = None
     async with db.transaction() as conn:
         row = await conn.fetchrow(
             "SELECT * FROM admin_users WHERE lower(username) = lower($1) FOR UPDATE",
             username[:64],
         )
-        matches, new_hash = verify_password(password, row["password_hash"] if row else None)
+        # Argon2 takes tens of milliseconds of CPU: on a thread (the library releases the GIL),
+        # so that a sign-in does not stall every other request this process is serving.
+        matches, new_hash = await asyncio.to_thread(
+            verify_password, password, row["password_hash"] if row else None
+        )
         if row is None:
             await audit.append(
                 conn,
@@ -432,6 +519,15 @@ async def sign_in(db: Database, *, username: str, password: str, now: datetime) 
                 await audit.append(
                     conn, actor=row["username"], action="signin", target=row["username"], at=now
                 )
+            if address is not None:
+                # A right password gives its attempt back: only failures use up the address.
+                await conn.execute(
+                    """UPDATE admin_signin_throttle SET failures = failures - 1
+                       WHERE address = $1 AND window_start = $2 AND failures > 0""",
+                    address,
+                    window,
+                )
+            await _prune(conn, now)
             outcome = SignIn(token, csrf, needs_code)
     # The failure is committed (counted, audited) before it is raised.
     if outcome is None:
@@ -537,11 +633,7 @@ async def sign_out(db: Database, *, token: str, now: datetime) -> None:
 
 
 async def prune_sessions(db: Database, *, now: datetime) -> int:
-    """Delete sessions that ended a day ago or more (sign-ins stay in the audit log)."""
+    """Delete sessions that ended a day ago or more (sign-ins stay in the audit log), and old
+    address windows; every successful sign-in does this too. Returns the sessions deleted."""
     async with db.transaction() as conn:
-        result: str = await conn.execute(
-            """DELETE FROM admin_sessions WHERE expires_at < $1
-                  OR (revoked_at IS NOT NULL AND revoked_at < $1)""",
-            now - timedelta(days=1),
-        )
-    return int(result.split()[-1])
+        return await _prune(conn, now)
