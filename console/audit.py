@@ -225,19 +225,20 @@ async def page(
     action: str | None = None,
     target: str | None = None,
 ) -> list[Entry]:
-    """Newest first, keyset on seq; filters use the (actor, seq) and (target, seq) indexes."""
+    """Newest first, keyset on seq. Only the filters in use are in the query (never `$1 IS NULL
+    OR ...`, which a generic plan cannot drop), so each is served by its index: (actor, seq),
+    (action, seq) or (target, seq)."""
+    conditions: list[str] = []
+    args: list[Any] = []
+    filters = (("seq <", before_seq), ("actor =", actor), ("action =", action))
+    for condition, value in (*filters, ("target =", target)):
+        if value is not None:
+            args.append(value)
+            conditions.append(f"{condition} ${len(args)}")
+    args.append(limit)
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     rows = await conn.fetch(
-        """SELECT * FROM audit_log
-           WHERE ($1::bigint IS NULL OR seq < $1)
-             AND ($2::text IS NULL OR actor = $2)
-             AND ($3::text IS NULL OR action = $3)
-             AND ($4::text IS NULL OR target = $4)
-           ORDER BY seq DESC LIMIT $5""",
-        before_seq,
-        actor,
-        action,
-        target,
-        limit,
+        f"SELECT * FROM audit_log {where} ORDER BY seq DESC LIMIT ${len(args)}", *args
     )
     return [_entry(row) for row in rows]
 

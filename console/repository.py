@@ -136,6 +136,17 @@ async def find_member(conn: asyncpg.Connection, query: str) -> str | None:
     return member_id
 
 
+async def member_refs(conn: asyncpg.Connection, member_id: str, *, limit: int) -> list[str]:
+    """The member's external references, in order (member_refs_by_member), at most `limit`."""
+    rows = await conn.fetch(
+        """SELECT external_ref FROM member_refs WHERE member_id = $1
+           ORDER BY external_ref LIMIT $2""",
+        member_id,
+        limit,
+    )
+    return [row["external_ref"] for row in rows]
+
+
 async def member(conn: asyncpg.Connection, member_id: str) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         """SELECT m.member_id, m.created_at,
@@ -247,7 +258,12 @@ def _ledger_sql(flt: LedgerFilter, after: tuple[datetime, str] | None) -> _Sql:
     if flt.merchant_id:
         sql.add("t.merchant_id = {}", flt.merchant_id)
     if flt.kind:
-        sql.add("t.kind = {}", flt.kind)
+        # A constant, not a parameter: the planner then knows the kind in every plan (a generic
+        # plan included) and uses transactions_rare_kinds for reversal, expiry and conversion.
+        # Safe to inline: it is one of TRANSACTION_KINDS (checked here as in LedgerFilter).
+        if flt.kind not in TRANSACTION_KINDS:
+            raise InvalidInput(f"kind is one of {', '.join(TRANSACTION_KINDS)}", field="kind")
+        sql.conditions.append(f"t.kind = '{flt.kind}'")
     if flt.reference:
         sql.add("t.reference = {}", flt.reference)
     if flt.since:

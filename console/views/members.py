@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette_admin import route
 
 from console import repository
-from console.limits import PAGE_SIZE
+from console.limits import MEMBER_REFS_SHOWN, PAGE_SIZE
 from console.views.base import Page, refused
 from console.web import console, redirect
 from core.errors import DomainError
@@ -51,6 +51,7 @@ class MembersView(Page):
                         status_code=404,
                         what=f"member {member_id}",
                     )
+                refs = await repository.member_refs(conn, member_id, limit=MEMBER_REFS_SHOWN + 1)
                 balance = await queries.balance(
                     conn, member_id=member_id, currency=ALLIANCE_POINT, now=now
                 )
@@ -79,6 +80,8 @@ class MembersView(Page):
             title=f"Member {member_id}",
             member=member,
             ref=params.get("ref", ""),
+            refs=refs[:MEMBER_REFS_SHOWN],
+            more_refs=len(refs) > MEMBER_REFS_SHOWN,
             balance=balance,
             lots=lots,
             live_only=live_only,

@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import re
+from datetime import timedelta
 
 import httpx
 from cryptography.hazmat.primitives import serialization
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from console.limits import PAGE_SIZE
 from merchants import service as merchants
-from tests.console.conftest import token_for
+from tests.console.conftest import sign_in, token_for
 from tests.factories import issue, make_member, make_merchant, redeem, unique
 
 
@@ -148,6 +149,20 @@ async def test_find_a_member_by_reference_and_see_lots_with_issuer_and_history(
     assert ">700<" in lots
     assert ">500<" in lots
 
+    # The page lists every external reference of the member, not only the one searched for.
+    # (The ledger API enrols one per member; the schema allows more, e.g. a linked phone hash.)
+    phone = unique("phone-sha256")
+    async with db.connection() as conn:
+        await conn.execute(
+            "INSERT INTO member_refs (external_ref, member_id) VALUES ($1, $2)", phone, member_id
+        )
+    by_phone = await as_operator.get("/console/members", params={"q": phone})
+    assert by_phone.status_code == 303
+    page = await as_operator.get(by_phone.headers["location"])
+    refs = page.text.split('data-testid="refs"')[1].split("</div>")[0]
+    assert ref in refs
+    assert phone in refs
+
     missing = await as_operator.get("/console/members", params={"q": unique("nobody")})
     assert missing.status_code == 200
     assert 'data-testid="no-member"' in missing.text
@@ -177,6 +192,37 @@ async def test_the_ledger_explorer_filters_and_pages_by_keyset(
         "/console/ledger", params={"member": member_id, "kind": "redemption"}
     )
     assert "No transactions." in by_kind.text
+
+
+async def test_the_ledger_explorer_filters_on_a_rare_kind_alone(
+    web: httpx.AsyncClient, operator, db, ledger, clock
+):
+    # Later than any other test's ledger rows, so this reversal is the newest of its kind.
+    clock.advance(timedelta(days=365 * 30))
+    as_operator = web
+    assert (await sign_in(web, operator.username)).status_code == 303
+    merchant_id = await make_merchant(db)
+    member_id = await make_member(ledger)
+    issued = await issue(ledger, merchant_id, member_id, 40)
+    reversal = await ledger.reverse(
+        merchant_id=merchant_id,
+        idempotency_key=unique("key"),
+        transaction_id=issued["transaction_id"],
+        reference="typo",
+        points=15,
+    )
+    page = await as_operator.get("/console/ledger", params={"kind": "reversal"})
+    assert page.status_code == 200
+    listed = re.findall(r"txn_[0-9A-Z]{26}", page.text)
+    assert listed[0] == reversal.body["transaction_id"]
+    assert issued["transaction_id"] not in listed
+    table = page.text.split('data-testid="transactions"')[1].split("</table>")[0]
+    kinds = set(re.findall(r'data-kind="([a-z]+)"', table))
+    assert kinds == {"reversal"}
+
+    refused = await as_operator.get("/console/ledger", params={"kind": "reversal' OR '1'='1"})
+    assert refused.status_code == 303
+    assert (await as_operator.get(refused.headers["location"])).status_code == 200
 
 
 async def test_csv_export_has_every_matching_row_and_is_audited(
