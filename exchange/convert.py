@@ -15,9 +15,9 @@ from typing import Any
 import asyncpg
 
 from core.errors import ValidationFailed
-from exchange import repository, writer
+from exchange import writer
 from exchange.context import Context, check_points, check_reference
-from exchange.earn import create_lot, lot_expiry, require_member
+from exchange.earn import create_lot, lock_member, lot_expiry
 from exchange.rounding import converted_points
 from exchange.spend import consume, spendable_lots
 from merchants import repository as merchant_repository
@@ -59,9 +59,8 @@ async def convert(
     target_points = converted_points(points, rate)
     if target_points < 1:
         raise ValidationFailed("the conversion would yield no points", fields={"points": "too few"})
-    await require_member(conn, member_id)
     for currency in sorted((source_currency, target_currency)):
-        await repository.lock_member_account(conn, member_id, currency)
+        await lock_member(conn, member_id, currency)
     lots = await spendable_lots(
         conn, ctx, member_id=member_id, currency=source_currency, points=points
     )

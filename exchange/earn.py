@@ -30,13 +30,17 @@ def lot_expiry(ctx: Context, expires_at: datetime | None) -> datetime | None:
     return None if lifetime is None else ctx.now + timedelta(seconds=lifetime)
 
 
-async def require_member(conn: asyncpg.Connection, member_id: str) -> None:
-    if not await repository.member_exists(conn, member_id):
+async def lock_member(conn: asyncpg.Connection, member_id: str, currency: str) -> None:
+    """Lock the member's account in `currency`, the first step of every writer; refuse an
+    unknown member."""
+    if await repository.lock_member_account(conn, member_id, currency) is None:
         raise NotFound("no such member", fields={"member_id": "not found"})
 
 
 async def require_own_currency(conn: asyncpg.Connection, ctx: Context, currency: str) -> None:
     """Merchants issue alliance points, or points of their own programme; nobody else's."""
+    if currency == ALLIANCE_POINT:
+        return  # the migrations create it, and every merchant may issue it
     exists, owner = await merchant_repository.currency_owner(conn, currency)
     if not exists:
         raise ValidationFailed(f"unknown currency {currency}", fields={"currency": "unknown"})
@@ -100,8 +104,7 @@ async def issue(
     check_reference(reference)
     expiry = lot_expiry(ctx, expires_at)
     await require_own_currency(conn, ctx, currency)
-    await require_member(conn, member_id)
-    await repository.lock_member_account(conn, member_id, currency)
+    await lock_member(conn, member_id, currency)
     draft = writer.Draft(
         kind="issuance",
         member_id=member_id,

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import asyncpg
+
 from core.database import Database
 
 
-async def claim(db: Database, *, key_id: str, nonce: str, expires_at: datetime) -> bool:
-    """True the first time this (key_id, nonce) is seen; False for a replay."""
-    async with db.connection() as conn:
-        claimed = await conn.fetchval(
-            """INSERT INTO request_nonces (key_id, nonce, expires_at) VALUES ($1, $2, $3)
-               ON CONFLICT DO NOTHING RETURNING 1""",
-            key_id,
-            nonce,
-            expires_at,
-        )
+async def claim(conn: asyncpg.Connection, *, key_id: str, nonce: str, expires_at: datetime) -> bool:
+    """True the first time this (key_id, nonce) is seen; False for a replay.
+
+    Committed on its own (the connection must not be in a transaction): a nonce is spent once
+    its signature is accepted, whatever then becomes of the request.
+    """
+    claimed = await conn.fetchval(
+        """INSERT INTO request_nonces (key_id, nonce, expires_at) VALUES ($1, $2, $3)
+           ON CONFLICT DO NOTHING RETURNING 1""",
+        key_id,
+        nonce,
+        expires_at,
+    )
     return claimed is not None
 
 

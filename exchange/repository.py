@@ -52,24 +52,28 @@ async def member_exists(conn: Connection, member_id: str) -> bool:
     return bool(await conn.fetchval("SELECT 1 FROM members WHERE member_id = $1", member_id))
 
 
-async def lock_member_account(conn: Connection, member_id: str, currency: str) -> int:
-    """Lock the member's account in `currency` (creating it), serialising its writers.
+async def lock_member_account(conn: Connection, member_id: str, currency: str) -> int | None:
+    """Lock the member's account in `currency` (creating it), serialising its writers; returns
+    its posted points, or None when there is no such member.
 
     Every operation that moves or reserves a member's points takes this lock first, so two
-    operations on one member can never both spend the same points.
+    operations on one member can never both spend the same points. An account exists only for
+    an existing member (foreign key), so the usual case is one round trip.
     """
+    lock = """SELECT posted_points FROM member_accounts
+              WHERE member_id = $1 AND currency = $2 FOR NO KEY UPDATE"""
+    posted: int | None = await conn.fetchval(lock, member_id, currency)
+    if posted is not None:
+        return posted
+    if not await member_exists(conn, member_id):
+        return None
     await conn.execute(
         """INSERT INTO member_accounts (member_id, currency) VALUES ($1, $2)
            ON CONFLICT DO NOTHING""",
         member_id,
         currency,
     )
-    posted: int = await conn.fetchval(
-        """SELECT posted_points FROM member_accounts
-           WHERE member_id = $1 AND currency = $2 FOR NO KEY UPDATE""",
-        member_id,
-        currency,
-    )
+    posted = await conn.fetchval(lock, member_id, currency)
     return posted
 
 
@@ -96,6 +100,35 @@ def _lot(row: asyncpg.Record) -> Lot:
         issued_at=row["issued_at"],
         expires_at=row["expires_at"],
     )
+
+
+async def live_lots_and_held(
+    conn: Connection,
+    member_id: str,
+    currency: str,
+    now: datetime,
+    excluding_hold_id: str | None = None,
+) -> tuple[list[Lot], int]:
+    """`live_lots` and `held_points` in one round trip (the read side of every spend)."""
+    rows = await conn.fetch(
+        """WITH held AS (
+               SELECT coalesce(sum(points), 0)::bigint AS points FROM holds
+               WHERE member_id = $1 AND currency = $2 AND status = 'active' AND expires_at > $3
+                 AND hold_id IS DISTINCT FROM $4)
+           SELECT held.points AS held_points, l.lot_id, l.issuer_id, l.remaining_points,
+                  l.issued_at, l.expires_at
+           FROM held LEFT JOIN LATERAL (
+               SELECT lot_id, issuer_id, remaining_points, issued_at, expires_at FROM lots
+               WHERE member_id = $1 AND currency = $2 AND remaining_points > 0
+                 AND (expires_at IS NULL OR expires_at > $3)) AS l ON true
+           ORDER BY l.expires_at NULLS LAST, l.issued_at, l.lot_id""",
+        member_id,
+        currency,
+        now,
+        excluding_hold_id,
+    )
+    lots = [_lot(row) for row in rows if row["lot_id"] is not None]
+    return lots, int(rows[0]["held_points"])
 
 
 async def live_lots(conn: Connection, member_id: str, currency: str, now: datetime) -> list[Lot]:
@@ -190,19 +223,21 @@ async def held_points(
     return held
 
 
+def _available_sql(member: str, currency: str, now: str) -> str:
+    """Unexpired lots less active holds, never below zero, for the given SQL parameters."""
+    return f"""greatest(
+        (SELECT coalesce(sum(remaining_points), 0)::bigint FROM lots
+         WHERE member_id = {member} AND currency = {currency} AND remaining_points > 0
+           AND (expires_at IS NULL OR expires_at > {now}))
+      - (SELECT coalesce(sum(points), 0)::bigint FROM holds
+         WHERE member_id = {member} AND currency = {currency} AND status = 'active'
+           AND expires_at > {now}), 0)"""
+
+
 async def available_points(conn: Connection, member_id: str, currency: str, now: datetime) -> int:
     """Unexpired lots less active holds; never below zero (a hold may outlive the lots it held)."""
     available: int = await conn.fetchval(
-        """SELECT greatest(
-                  (SELECT coalesce(sum(remaining_points), 0)::bigint FROM lots
-                   WHERE member_id = $1 AND currency = $2 AND remaining_points > 0
-                     AND (expires_at IS NULL OR expires_at > $3))
-                - (SELECT coalesce(sum(points), 0)::bigint FROM holds
-                   WHERE member_id = $1 AND currency = $2 AND status = 'active'
-                     AND expires_at > $3), 0)""",
-        member_id,
-        currency,
-        now,
+        f"SELECT {_available_sql('$1', '$2', '$3')}", member_id, currency, now
     )
     return available
 
@@ -306,12 +341,20 @@ async def lapse_holds(conn: Connection, now: datetime, limit: int) -> int:
 # --- transactions, postings, obligations ---------------------------------------------------
 
 
-async def insert_transaction(conn: Connection, row: dict[str, Any]) -> None:
-    columns = ", ".join(row)
-    placeholders = ", ".join(f"${index}" for index in range(1, len(row) + 1))
-    await conn.execute(
-        f"INSERT INTO transactions ({columns}) VALUES ({placeholders})", *row.values()
+async def insert_transaction(conn: Connection, row: dict[str, Any]) -> int:
+    """Insert the transaction row; its `balance_after` is the member's available points in its
+    currency at its `created_at`, computed here, after every other write of the transaction."""
+    assert "balance_after" not in row, "balance_after is computed by the insert"
+    columns = list(row)
+    placeholders = [f"${index}" for index in range(1, len(row) + 1)]
+    at = {name: f"${columns.index(name) + 1}" for name in ("member_id", "currency", "created_at")}
+    available = _available_sql(at["member_id"], at["currency"], f"{at['created_at']}::timestamptz")
+    balance_after: int = await conn.fetchval(
+        f"""INSERT INTO transactions ({", ".join(columns)}, balance_after)
+            VALUES ({", ".join(placeholders)}, {available}) RETURNING balance_after""",
+        *row.values(),
     )
+    return balance_after
 
 
 async def insert_postings(

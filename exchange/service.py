@@ -93,12 +93,16 @@ class Ledger:
 
     async def _context(self, conn: asyncpg.Connection, merchant_id: str) -> Context:
         now = self.clock.now()
-        merchant = await merchant_repository.get_merchant(conn, merchant_id)
+        merchant, settings = await merchant_repository.merchant_and_settings_at(
+            conn, merchant_id, now
+        )
         if merchant is None:
             raise NotFound("no such merchant")
         if merchant.status is not MerchantStatus.ACTIVE:
             raise MerchantSuspended(f"the merchant is {merchant.status.value}")
-        return Context(merchant=merchant, settings=await settings_at(conn, now), now=now)
+        if settings is None:
+            raise AllianceNotConfigured("the alliance has no settings yet")
+        return Context(merchant=merchant, settings=settings, now=now)
 
     async def _idempotent(
         self,

@@ -12,7 +12,7 @@ from core.ids import new_id
 from core.limits import HOLD_LIFETIME_S_MAX, LOTS_PER_REDEMPTION_MAX
 from exchange import exposure, repository, writer
 from exchange.context import Context, check_points, check_reference
-from exchange.earn import require_member
+from exchange.earn import lock_member
 from exchange.errors import HoldNotActive, InsufficientPoints
 from exchange.ledger import (
     Lot,
@@ -45,8 +45,7 @@ async def spendable_lots(
 
     The caller holds the member account lock, so what it reads here stays true until commit.
     """
-    lots = await repository.live_lots(conn, member_id, currency, ctx.now)
-    held = await repository.held_points(
+    lots, held = await repository.live_lots_and_held(
         conn, member_id, currency, ctx.now, excluding_hold_id=excluding_hold_id
     )
     available = sum(lot.remaining_points for lot in lots) - held
@@ -94,8 +93,7 @@ async def redeem(
 ) -> dict[str, Any]:
     check_points(points)
     check_reference(reference)
-    await require_member(conn, member_id)
-    await repository.lock_member_account(conn, member_id, currency)
+    await lock_member(conn, member_id, currency)
     lots = await spendable_lots(conn, ctx, member_id=member_id, currency=currency, points=points)
     draft = writer.Draft(
         kind="redemption",
@@ -127,8 +125,7 @@ async def hold(
             f"expires_in_seconds must be between 1 and {HOLD_LIFETIME_S_MAX}",
             fields={"expires_in_seconds": "out of range"},
         )
-    await require_member(conn, member_id)
-    await repository.lock_member_account(conn, member_id, currency)
+    await lock_member(conn, member_id, currency)
     available = await repository.available_points(conn, member_id, currency, ctx.now)
     if points > available:
         raise refuse_insufficient(points, available)

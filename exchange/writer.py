@@ -1,7 +1,7 @@
 """Writing one ledger transaction: postings, lot changes, obligations, then the transaction row.
 
 The transaction row goes last (its foreign keys are deferred) because it carries the member's
-available balance right after the change, which is read back once everything else is written.
+available balance right after the change, which its insert computes from everything else written.
 """
 
 from __future__ import annotations
@@ -85,9 +85,6 @@ async def write(conn: asyncpg.Connection, draft: Draft, *, now: Any) -> dict[str
         "reference": draft.reference,
         "created_at": now,
         "settlement_value": draft.settlement_value,
-        "balance_after": await repository.available_points(
-            conn, draft.member_id, draft.currency, now
-        ),
         "reverses": None,
         "requested_points": None,
         "shortfall_points": None,
@@ -96,5 +93,5 @@ async def write(conn: asyncpg.Connection, draft: Draft, *, now: Any) -> dict[str
         "target_points": None,
     }
     row.update(draft.extra)
-    await repository.insert_transaction(conn, row)
+    row["balance_after"] = await repository.insert_transaction(conn, row)
     return transaction_view(row)

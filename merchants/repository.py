@@ -261,6 +261,26 @@ async def settings_at(conn: Connection, instant: datetime) -> AllianceSettings |
     return _settings(row) if row else None
 
 
+async def merchant_and_settings_at(
+    conn: Connection, merchant_id: str, instant: datetime
+) -> tuple[Merchant | None, AllianceSettings | None]:
+    """One round trip for what every ledger operation starts from: its merchant and the
+    alliance settings in force at `instant` (each row comes back as a composite record)."""
+    row = await conn.fetchrow(
+        """SELECT (SELECT m FROM merchants m WHERE m.merchant_id = $1) AS merchant,
+                  (SELECT s FROM alliance_settings s WHERE s.effective_from <= $2
+                   ORDER BY s.effective_from DESC LIMIT 1) AS settings""",
+        merchant_id,
+        instant,
+    )
+    assert row is not None  # a SELECT without FROM returns exactly one row
+    merchant, settings = row["merchant"], row["settings"]
+    return (
+        _merchant(merchant) if merchant is not None else None,
+        _settings(settings) if settings is not None else None,
+    )
+
+
 async def next_settings_change_after(conn: Connection, instant: datetime) -> datetime | None:
     value: datetime | None = await conn.fetchval(
         "SELECT min(effective_from) FROM alliance_settings WHERE effective_from > $1", instant

@@ -215,10 +215,17 @@ async def list_keys(db: Database, merchant_id: str) -> list[MerchantKey]:
 async def find_key(db: Database, key_id: str) -> tuple[Merchant, MerchantKey] | None:
     """The key and its merchant whatever their state, for callers that tell apart why a key
     fails (unknown, revoked, outside its window)."""
+    async with db.connection() as conn:
+        return await find_key_on(conn, key_id)
+
+
+async def find_key_on(
+    conn: repository.Connection, key_id: str
+) -> tuple[Merchant, MerchantKey] | None:
+    """`find_key` on a connection the caller holds (the gateway does more on it)."""
     if not KEY_ID_PATTERN.fullmatch(key_id):
         return None
-    async with db.connection() as conn:
-        return await repository.key_and_merchant(conn, key_id)
+    return await repository.key_and_merchant(conn, key_id)
 
 
 async def find_usable_key(

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.clock import Clock
@@ -23,7 +24,13 @@ from exchange import nonces
 from exchange.api.keyring import KeyRing
 from exchange.api.problems import problem_response
 from exchange.api.ratelimit import RateLimiter, retry_after_header
-from exchange.signatures import SignedRequest, check_signature, read_signature, sign_response
+from exchange.signatures import (
+    SignatureClaims,
+    SignedRequest,
+    check_signature,
+    read_signature,
+    sign_response,
+)
 from merchants import service as merchants
 from merchants.models import MerchantStatus
 
@@ -133,7 +140,15 @@ async def _authenticate(
         raise Refusal(error.code, error.detail) from None
     if not 1 <= len(claims.nonce) <= NONCE_LENGTH_MAX:
         raise Refusal("signature_invalid", f"nonce must be 1 to {NONCE_LENGTH_MAX} characters")
-    found = await merchants.find_key(db, claims.key_id)
+    # One connection for the key and the nonce: a request costs one pool checkout here.
+    async with db.connection() as conn:
+        return await _check_key_and_claim_nonce(conn, claims, now)
+
+
+async def _check_key_and_claim_nonce(
+    conn: asyncpg.Connection, claims: SignatureClaims, now: datetime
+) -> str:
+    found = await merchants.find_key_on(conn, claims.key_id)
     if found is None:
         raise Refusal("unknown_key", "no key with this keyid")
     merchant, key = found
@@ -148,7 +163,9 @@ async def _authenticate(
     if merchant.status is not MerchantStatus.ACTIVE:
         raise Refusal("merchant_suspended", f"the merchant is {merchant.status.value}")
     expires_at = now + timedelta(seconds=SIGNATURE_TOLERANCE_S + NONCE_GRACE_S)
-    if not await nonces.claim(db, key_id=claims.key_id, nonce=claims.nonce, expires_at=expires_at):
+    if not await nonces.claim(
+        conn, key_id=claims.key_id, nonce=claims.nonce, expires_at=expires_at
+    ):
         raise Refusal("replayed_request", "this (keyid, nonce) was already used")
     return merchant.merchant_id
 
