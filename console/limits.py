@@ -34,6 +34,10 @@ TOTP_STEPS_ACCEPTED: Final = 1
 PAGE_SIZE: Final = 50
 MEMBER_REFS_SHOWN: Final = 100
 """A member page lists this many of the member's external references (a member has a handful)."""
+STATEMENTS_SHOWN: Final = 20
+"""A merchant's page shows its settlement statements this many at a time."""
+DUE_PERIODS_SHOWN: Final = 31
+"""The settlement page names this many of the periods due (and says how many there are)."""
 EXPORT_ROWS_MAX: Final = 100_000
 """A CSV export stops here; narrow the filter for more (the file says so in its last line)."""
 

@@ -363,3 +363,24 @@ async def transaction_detail(
         "reversals": [dict(r) for r in reversals],
         "adjustment": dict(adjustment) if adjustment else None,
     }
+
+
+# --- settlement ----------------------------------------------------------------------------
+
+
+async def runs_page(conn: asyncpg.Connection, *, cursor: str | None, limit: int) -> Page:
+    """Settlement runs, newest period first (keyset on the unique period_end)."""
+    after = decode_cursor(cursor, datetime)[0] if cursor else None
+    args: list[Any] = []
+    where = ""
+    if after is not None:
+        args.append(after)
+        where = "WHERE period_end < $1"
+    args.append(limit + 1)
+    rows = await conn.fetch(
+        f"""SELECT run_id, period_date, kind, period_start, period_end, obligations,
+                   transactions, gross_total, fee_total, created_at
+            FROM settlement_runs {where} ORDER BY period_end DESC LIMIT ${len(args)}""",
+        *args,
+    )
+    return _page(rows, limit, "period_end")

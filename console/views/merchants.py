@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette_admin import route
 
 from console import audit, repository
-from console.limits import PAGE_SIZE
+from console.limits import PAGE_SIZE, STATEMENTS_SHOWN
 from console.unit import bound
 from console.users import Role
 from console.views.base import Page, refused
@@ -21,6 +21,7 @@ from core.errors import DomainError, NotFound
 from exchange import exposure
 from merchants import keys as merchant_keys, service as merchants
 from merchants.models import MerchantStatus
+from settlement import service as settlement
 
 STATUS_ACTIONS = {
     "suspend": (merchants.suspend, "merchant.suspend"),
@@ -112,6 +113,19 @@ class MerchantsView(Page):
                     settings=settings,
                     now=now,
                 )
+        try:
+            statements = await settlement.statements_page(
+                ctx.db,
+                merchant_id,
+                period=None,
+                limit=STATEMENTS_SHOWN,
+                cursor=request.query_params.get("statements_cursor") or None,
+            )
+        except DomainError as refusal:  # a cursor that is not one of ours: the first page
+            refused(request, refusal)
+            statements = await settlement.statements_page(
+                ctx.db, merchant_id, period=None, limit=STATEMENTS_SHOWN, cursor=None
+            )
         key_rows = [
             {
                 "key": key,
@@ -128,6 +142,7 @@ class MerchantsView(Page):
             keys=key_rows,
             exposure=measured,
             closed=merchant.status is MerchantStatus.CLOSED,
+            statements=statements,
         )
 
     @route("/{merchant_id}/status", methods=["POST"], name="merchant_status")

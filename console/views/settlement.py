@@ -7,13 +7,13 @@ cannot be imported, these pages say so and the rest of the console works.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette_admin import route
 
 from console import audit, repository
+from console.limits import DUE_PERIODS_SHOWN, PAGE_SIZE
 from console.users import Role
 from console.views.base import Page, refused
 from console.web import console, notify, parse_when, redirect, require
@@ -39,11 +39,26 @@ class SettlementView(Page):
     @route("")
     async def index(self, request: Request) -> Response:
         ctx = console(request)
-        runs: list[dict[str, Any]] = []
-        if settlement is not None:
-            runs = await settlement.list_runs(ctx.db)
+        if settlement is None:
+            return await self.render(request, "console/settlement.html", available=False)
+        try:
+            async with ctx.db.connection() as conn:
+                await repository.read_only(conn)
+                runs = await repository.runs_page(
+                    conn, cursor=request.query_params.get("cursor") or None, limit=PAGE_SIZE
+                )
+            # What "Run settlement" without a cut-off would settle, each in its own run.
+            due = await settlement.due_periods(ctx.db, ctx.clock)
+        except DomainError as refusal:
+            refused(request, refusal)
+            return redirect(request, "settlement")
         return await self.render(
-            request, "console/settlement.html", available=settlement is not None, runs=runs
+            request,
+            "console/settlement.html",
+            available=True,
+            runs=runs,
+            due=due[:DUE_PERIODS_SHOWN],
+            due_count=len(due),
         )
 
     @route("/run", methods=["POST"], name="settlement_run")
@@ -140,10 +155,6 @@ class SettlementView(Page):
             # settlement.payments refuses a file that must not go to a bank (no payee with a
             # bank account, sums that disagree): say why instead of serving it.
             notify(request, f"No {kind} file for this run: {unpayable}", "error")
-            return redirect(request, "settlement_run_detail", run_id=run_id)
-        except (ImportError, AttributeError) as missing:
-            _log.warning("payment files are not available: %s", missing)
-            notify(request, "Payment files are not available in this build yet.", "error")
             return redirect(request, "settlement_run_detail", run_id=run_id)
         async with ctx.db.transaction() as conn:
             await audit.append(
