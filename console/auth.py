@@ -38,7 +38,7 @@ class ConsoleAuth(AuthProvider):
     ) -> Response:
         ctx = console(request)
         # The address the connection came from. Behind a reverse proxy, that is the proxy's
-        # unless uvicorn is told to trust its X-Forwarded-For (--forwarded-allow-ips).
+        # unless uvicorn trusts its X-Forwarded-For (FORWARDED_ALLOW_IPS; see docs/console.md).
         address = client_address_key(request.client.host if request.client else None)
         try:
             signed_in = await users.sign_in(

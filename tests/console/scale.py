@@ -34,6 +34,7 @@ NOW = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)
 DAYS = 60
 MERCHANTS = 20
 MEMBERS = 50_000
+AUDIT_ENTRIES = 500_000
 
 FILL = """
 INSERT INTO merchants (merchant_id, name, liability_limit, created_at, updated_at)
@@ -83,6 +84,17 @@ async def _fill(url: str, total: int) -> None:
                SELECT member_id, nextval('lot_ids'), 'AP', merchant_id, points, points / 2,
                       created_at, created_at + interval '180 days', transaction_id
                FROM transactions WHERE kind = 'issuance'"""
+        )
+        # An audit log of AUDIT_ENTRIES (hashes not chained: the pages are measured, not
+        # verification), 1 in 1,000 a failed sign-in.
+        await conn.execute(
+            f"""INSERT INTO audit_log (seq, at, actor, action, target, details, prev_hash,
+                                       entry_hash)
+                SELECT i, '{NOW.isoformat()}'::timestamptz - make_interval(secs => i),
+                       'user' || (i % 10),
+                       CASE WHEN i % 1000 = 0 THEN 'signin.failed' ELSE 'ledger.export' END,
+                       NULL, '{{}}'::jsonb, sha256((i - 1)::text::bytea), sha256(i::text::bytea)
+                FROM generate_series(1, {AUDIT_ENTRIES}) i"""
         )
         await conn.execute("ANALYZE")
     finally:
@@ -184,6 +196,13 @@ async def main(total: int) -> None:
             )
             rows.append(
                 await _time(
+                    "member's external references",
+                    5,
+                    lambda: repository.member_refs(conn, "mbr_4242", limit=101),
+                )
+            )
+            rows.append(
+                await _time(
                     "member lots page",
                     5,
                     lambda: repository.lots_page(
@@ -213,6 +232,13 @@ async def main(total: int) -> None:
             )
             rows.append(
                 await _time("audit page", 5, lambda: audit.page(conn, before_seq=None, limit=50))
+            )
+            rows.append(
+                await _time(
+                    "audit page, by action",
+                    5,
+                    lambda: audit.page(conn, before_seq=None, limit=50, action="signin.failed"),
+                )
             )
         await db.close()
         print(f"| console read ({total:,} transactions) | median ms |")  # noqa: T201
