@@ -11,8 +11,11 @@ the top tree, so it reveals nothing of other merchants but hashes. Pure; no I/O.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
+from typing import Any
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
@@ -113,6 +116,21 @@ def root_from_path(leaf: bytes, index: int, size: int, path: Sequence[bytes]) ->
     return node if not remaining else None
 
 
+CHUNK = 1024
+"""Leaves `StreamingRoot.extend` hashes at once (a power of two)."""
+
+
+def _complete_root(leaves: Sequence[bytes]) -> bytes:
+    """The root of a complete tree (a power-of-two number of leaves), level by level."""
+    sha256 = hashlib.sha256
+    level = list(leaves)
+    while len(level) > 1:
+        level = [
+            sha256(NODE_PREFIX + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)
+        ]
+    return level[0]
+
+
 def _parent_level(level: list[bytes]) -> list[bytes]:
     parents = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
     if len(level) % 2:
@@ -133,7 +151,23 @@ class StreamingRoot:
 
     def add(self, leaf: bytes) -> None:
         self.size += 1
-        width, node = 1, leaf
+        self._push(1, leaf)
+
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """`add` each leaf in order; aligned runs of CHUNK leaves are hashed as one complete
+        subtree, level by level, which is the same tree without the per-leaf bookkeeping."""
+        position, count = 0, len(leaves)
+        while position < count:
+            if self.size % CHUNK == 0 and count - position >= CHUNK:
+                # Every complete subtree on the stack is at least CHUNK wide: push this one.
+                self.size += CHUNK
+                self._push(CHUNK, _complete_root(leaves[position : position + CHUNK]))
+                position += CHUNK
+            else:
+                self.add(leaves[position])
+                position += 1
+
+    def _push(self, width: int, node: bytes) -> None:
         while self._stack and self._stack[-1][0] == width:
             _, left = self._stack.pop()
             width, node = width * 2, node_hash(left, node)
@@ -165,3 +199,9 @@ def subtree(trees: dict[str, StreamingRoot], bucket: str) -> tuple[bytes, int]:
     """(root, leaves) of one bucket's subtree; an empty one for a bucket with no transactions."""
     tree = trees.get(bucket)
     return (tree.root(), tree.size) if tree else (EMPTY_ROOT, 0)
+
+
+def extend_subtrees(trees: dict[str, StreamingRoot], rows: Sequence[Sequence[Any]]) -> None:
+    """Add (bucket, leaf hash, ...) rows, in tree order, to their buckets' subtrees."""
+    for bucket, group in itertools.groupby(rows, key=itemgetter(0)):
+        trees.setdefault(bucket, StreamingRoot()).extend([row[1] for row in group])

@@ -239,8 +239,10 @@ async def claimed_pairs(
 
 
 async def claimed_activity(conn: Connection, claim: Claim) -> dict[str, Activity]:
+    """Each merchant's claimed transactions summed; the alliance's own (expiries, no merchant)
+    are counted under the alliance bucket, "" (settlement/merkle.py's ALLIANCE_BUCKET)."""
     rows = await conn.fetch(
-        f"""SELECT t.merchant_id,
+        f"""SELECT coalesce(t.merchant_id, '') AS merchant_id,
                    coalesce(sum(t.points) FILTER (WHERE t.kind = 'issuance'), 0)::bigint AS issued,
                    coalesce(sum(t.points) FILTER (WHERE t.kind = 'redemption'), 0)::bigint
                        AS redeemed,
@@ -248,7 +250,7 @@ async def claimed_activity(conn: Connection, claim: Claim) -> dict[str, Activity
                        AS reversed,
                    count(*) AS transactions
             FROM transactions t
-            WHERE t.merchant_id IS NOT NULL AND {claimed("t")}
+            WHERE {claimed("t")}
             GROUP BY 1""",
         *claim.params(),
     )
@@ -288,11 +290,24 @@ async def claimed_leaves(
         yield row["bucket"], bytes(row["leaf"]), row["transaction_id"]
 
 
-async def count_claimed_transactions(conn: Connection, claim: Claim) -> int:
-    count: int = await conn.fetchval(
-        f"SELECT count(*) FROM transactions t WHERE {claimed('t')}", *claim.params()
+async def claimed_leaf_batches(
+    conn: Connection, claim: Claim, *, batch: int = 50_000
+) -> AsyncIterator[list[Record]]:
+    """(merchant bucket, leaf hash) of claimed transactions in tree order, `batch` rows at a
+    time: a run hashes every claimed transaction, so rows come in bulk, not one by one.
+
+    Must run inside a transaction (a server-side cursor)."""
+    # Every row is wanted: plan for the whole result, not for the first 10 % of it.
+    await conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
+    cursor = await conn.cursor(
+        f"""SELECT coalesce(t.merchant_id, '') AS bucket, {LEAF_HASH_SQL} AS leaf
+            FROM transactions t
+            WHERE {claimed("t")}
+            ORDER BY 1, t.created_at, t.transaction_id""",
+        *claim.params(),
     )
-    return count
+    while rows := await cursor.fetch(batch):
+        yield rows
 
 
 # --- statements ------------------------------------------------------------------------------

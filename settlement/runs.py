@@ -9,6 +9,8 @@ and the next run starts over and finishes. A period already settled returns its 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -97,37 +99,48 @@ async def settle(
                     raise ValidationFailed("the alliance has no settings at this cut-off")
                 snapshot, xmin = await repository.snapshot(conn)
                 claim = repository.claim_after(previous, end=period.end, snapshot=snapshot)
-                figures, roots, top_root, alliance = await _compute(conn, claim, progress)
-                unsigned = RunRow(
-                    run_id=new_id("run"),
-                    period_date=period.period_date,
-                    kind=period.kind,
-                    period_start=previous.period_end if previous else None,
-                    period_end=period.end,
-                    snapshot=snapshot,
-                    snapshot_xmin=xmin,
-                    currency=settings.currency,
-                    minor_units=settings.minor_units,
-                    obligations=figures.obligations,
-                    transactions=sum(count for _, count in roots.values()) + alliance[1],
-                    gross_total=figures.gross_total,
-                    fee_total=figures.fee_total,
-                    fee_residue=figures.fee_residue,
-                    merkle_root=top_root,
-                    alliance_root=alliance[0],
-                    alliance_transactions=alliance[1],
-                    root_signature=b"",
-                    signing_key_id=key.key_id,
-                    created_at=now,
-                )
-                run = replace(unsigned, root_signature=key.private_key.sign(root_message(unsigned)))
-                progress("publish", 0, len(figures.merchants))
-                await repository.insert_run(conn, run)
-                statement_ids = {m.merchant_id: new_id("stm") for m in figures.merchants}
-                await repository.insert_statements(conn, run.run_id, figures, statement_ids, roots)
-                progress("publish", len(figures.merchants), len(figures.merchants))
-                await _check_before_publishing(db, conn, run, claim, progress)
-                return RunResult(run, len(figures.merchants), replayed=False)
+                # The ledger's reconciliation needs nothing the run computes and reads a snapshot
+                # of its own on another connection, so it runs while the run claims, hashes and
+                # writes; the run commits only once it has found no break.
+                reconciliation = asyncio.create_task(verify_ledger(db))
+                try:
+                    figures, roots, top_root, alliance = await _compute(conn, claim, progress)
+                    unsigned = RunRow(
+                        run_id=new_id("run"),
+                        period_date=period.period_date,
+                        kind=period.kind,
+                        period_start=previous.period_end if previous else None,
+                        period_end=period.end,
+                        snapshot=snapshot,
+                        snapshot_xmin=xmin,
+                        currency=settings.currency,
+                        minor_units=settings.minor_units,
+                        obligations=figures.obligations,
+                        transactions=sum(count for _, count in roots.values()) + alliance[1],
+                        gross_total=figures.gross_total,
+                        fee_total=figures.fee_total,
+                        fee_residue=figures.fee_residue,
+                        merkle_root=top_root,
+                        alliance_root=alliance[0],
+                        alliance_transactions=alliance[1],
+                        root_signature=b"",
+                        signing_key_id=key.key_id,
+                        created_at=now,
+                    )
+                    run = replace(
+                        unsigned, root_signature=key.private_key.sign(root_message(unsigned))
+                    )
+                    progress("publish", 0, len(figures.merchants))
+                    await repository.insert_run(conn, run)
+                    statement_ids = {m.merchant_id: new_id("stm") for m in figures.merchants}
+                    await repository.insert_statements(
+                        conn, run.run_id, figures, statement_ids, roots
+                    )
+                    progress("publish", len(figures.merchants), len(figures.merchants))
+                    await _check_before_publishing(conn, run, claim, reconciliation, progress)
+                    return RunResult(run, len(figures.merchants), replayed=False)
+                finally:
+                    await _stopped(reconciliation)
         finally:
             await repository.unlock_runs(conn)
 
@@ -140,18 +153,18 @@ async def _compute(
     schedule = await repository.fee_rate_schedule(conn)
     pairs = await repository.claimed_pairs(conn, claim, schedule) if schedule else []
     activity = await repository.claimed_activity(conn, claim)
+    total = sum(a.transactions for a in activity.values())
+    activity.pop(merkle.ALLIANCE_BUCKET, None)  # the alliance has no statement
     figures = netting.net(pairs, activity)
     progress("claim", figures.obligations, figures.obligations)
 
-    total = await repository.count_claimed_transactions(conn, claim)
     progress("merkle", 0, total)
     subtrees: dict[str, merkle.StreamingRoot] = {}
     done = 0
-    async for bucket, leaf, _ in repository.claimed_leaves(conn, claim):
-        subtrees.setdefault(bucket, merkle.StreamingRoot()).add(leaf)
-        done += 1
-        if done % 50_000 == 0:
-            progress("merkle", done, total)
+    async for rows in repository.claimed_leaf_batches(conn, claim):
+        merkle.extend_subtrees(subtrees, rows)
+        done += len(rows)
+        progress("merkle", done, total)
     progress("merkle", done, total)
     assert done == total, "the leaves are the claimed transactions"
 
@@ -165,8 +178,20 @@ async def _compute(
     return figures, roots, top, alliance
 
 
+async def _stopped(task: asyncio.Task[list[Break]]) -> None:
+    """The reconciliation is over: cancelled if the run failed before it was needed."""
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task  # its result or error was taken already, or the run's own error wins
+
+
 async def _check_before_publishing(
-    db: Database, conn: asyncpg.Connection, run: RunRow, claim: Claim, progress: Progress
+    conn: asyncpg.Connection,
+    run: RunRow,
+    claim: Claim,
+    reconciliation: asyncio.Task[list[Break]],
+    progress: Progress,
 ) -> None:
     """Settlement's own checks in the run's snapshot, then the ledger's reconciliation."""
     progress("reconcile", 0, None)
@@ -193,7 +218,7 @@ async def _check_before_publishing(
                 rows=[dict(row) for row in unbalanced],
             )
         )
-    breaks += await verify_ledger(db)
+    breaks += await reconciliation
     progress("reconcile", 1, 1)
     if breaks:
         raise ReconciliationFailed(

@@ -289,8 +289,8 @@ async def _verify_run(db: Database, run: RunRow, previous: RunRow | None) -> lis
     async with db.transaction() as conn:
         disagreements = await repository.statement_totals_against_claims(conn, run, claim)
         subtrees: dict[str, merkle.StreamingRoot] = {}
-        async for bucket, leaf, _ in repository.claimed_leaves(conn, claim):
-            subtrees.setdefault(bucket, merkle.StreamingRoot()).add(leaf)
+        async for rows in repository.claimed_leaf_batches(conn, claim):
+            merkle.extend_subtrees(subtrees, rows)
         top = await repository.top_leaves(conn, run.run_id)
     if disagreements:
         breaks.append(
