@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import ValidationFailed
 from settlement import service
-from settlement.runs import PeriodClosed
+from settlement.runs import PeriodClosed, ReconciliationFailed
 from tests.factories import issue, make_member, make_merchant, redeem, unique
 from tests.settlement.conftest import MORNING
 
@@ -167,3 +167,27 @@ async def test_every_finished_day_is_settled_in_order_with_empty_days_in_between
     assert [r.run.obligations for r in results] == [3, 0, 0]
     assert [r.merchants for r in results] == [3, 0, 0]
     assert await service.verify(alliance_db) == []
+
+
+async def test_a_ledger_break_publishes_nothing_and_names_the_rows(alliance_db, day_clock, day_one):
+    """The ledger's reconciliation runs beside the run; its break still stops the commit."""
+    async with alliance_db.transaction() as conn:
+        await conn.execute("SET LOCAL session_replication_role = replica")  # past the triggers
+        await conn.execute(
+            "UPDATE member_accounts SET posted_points = posted_points + 1 WHERE member_id = $1",
+            day_one["ann"],
+        )
+    day_clock.set(DAY_ONE_CLOSES + timedelta(minutes=5))
+
+    with pytest.raises(ReconciliationFailed) as failure:
+        await service.settle_due(alliance_db, day_clock)
+
+    [found] = failure.value.breaks
+    assert found.check == "member_balance_equals_lots"
+    assert [row["member_id"] for row in found.rows] == [day_one["ann"]]
+    async with alliance_db.connection() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM settlement_runs") == 0
+        assert await conn.fetchval("SELECT count(*) FROM statements") == 0
+        locks = """SELECT count(*) FROM pg_locks JOIN pg_database d ON d.oid = database
+                   WHERE locktype = 'advisory' AND granted AND d.datname = current_database()"""
+        assert await conn.fetchval(locks) == 0
