@@ -363,6 +363,22 @@ async def _fail(conn: asyncpg.Connection, row: asyncpg.Record, now: datetime, wh
     )
 
 
+async def confirm_password(db: Database, *, username: str, password: str, now: datetime) -> None:
+    """A signed-in user's own password, asked again before changing the password or TOTP.
+
+    A wrong one counts towards the lockout like a failed sign-in, so a stolen session cannot
+    be used to guess the password without limit (at the limit the account locks and that
+    session ends). InvalidInput if it is wrong, raised once the failure is committed.
+    """
+    async with db.transaction() as conn:
+        row = await _for_update(conn, username)
+        matches, _ = await asyncio.to_thread(verify_password, password, row["password_hash"])
+        if not matches:
+            await _fail(conn, row, now, "current password")
+    if not matches:
+        raise InvalidInput("the current password is wrong", field="current")
+
+
 async def _open_session(
     conn: asyncpg.Connection, user_id: str, stage: str, now: datetime
 ) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from starlette_admin.helpers import index_url, safe_redirect_url
 
 from console import users
 from console.errors import InvalidInput, SignInFailed
-from console.security import new_totp_secret, totp_uri, verify_password
+from console.security import new_totp_secret, totp_uri
 from console.users import Role
 from console.views.base import Page, refused
 from console.web import (
@@ -198,12 +198,7 @@ class AccountView(Page):
 
 
 async def _check_own_password(ctx: Console, username: str, password: str) -> None:
-    async with ctx.db.connection() as conn:
-        stored = await conn.fetchval(
-            "SELECT password_hash FROM admin_users WHERE lower(username) = lower($1)", username
-        )
-    if not verify_password(password, stored)[0]:
-        raise InvalidInput("the current password is wrong", field="current")
+    await users.confirm_password(ctx.db, username=username, password=password, now=ctx.now())
 
 
 class SecondFactorView(Page):

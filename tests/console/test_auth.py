@@ -207,3 +207,39 @@ async def test_disabled_user_cannot_sign_in(db, clock: FixedClock):
     )
     with pytest.raises(SignInFailed):
         await users.sign_in(db, username=user.username, password=PASSWORD, now=clock.now())
+
+
+async def test_wrong_current_passwords_on_my_account_count_towards_the_lockout(
+    web: httpx.AsyncClient, db, clock: FixedClock
+):
+    user, _ = await make_user(db, Role.OPERATOR)
+    assert (await sign_in(web, user.username)).status_code == 303
+    for attempt in range(1, LOGIN_FAILURES_MAX + 1):
+        token = csrf_of((await web.get("/console/account")).text)
+        refused = await web.post(
+            "/console/account/password",
+            data={"current": f"a wrong guess {attempt}", "password": "x" * 20, "csrftoken": token},
+        )
+        assert refused.status_code == 303
+        if attempt < LOGIN_FAILURES_MAX:
+            assert (await users.get_user(db, user.username)).failed_logins == attempt
+    # The stolen-session guesser is now locked out, and its session is over.
+    assert (await users.get_user(db, user.username)).locked_at(clock.now())
+    assert (await web.get("/console/account")).status_code == 303
+    with pytest.raises(SignInFailed):
+        await users.sign_in(db, username=user.username, password=PASSWORD, now=clock.now())
+
+
+async def test_my_account_changes_the_password_with_the_current_one(web: httpx.AsyncClient, db):
+    user, _ = await make_user(db, Role.VIEWER)
+    assert (await sign_in(web, user.username)).status_code == 303
+    token = csrf_of((await web.get("/console/account")).text)
+    new_password = "a brand new long password"
+    changed = await web.post(
+        "/console/account/password",
+        data={"current": PASSWORD, "password": new_password, "csrftoken": token},
+    )
+    assert changed.status_code == 303
+    assert changed.headers["location"].endswith("/console/login")
+    assert (await web.get("/console/account")).status_code == 303  # sessions ended
+    assert (await sign_in(web, user.username, new_password)).status_code == 303
