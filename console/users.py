@@ -154,7 +154,7 @@ async def create_user(
 ) -> tuple[User, str | None]:
     """A new admin user; with `with_totp`, also its TOTP secret (shown once to the caller)."""
     check_username(username)
-    password_hash = hash_password(password)
+    password_hash = await asyncio.to_thread(hash_password, password)
     secret = new_totp_secret() if with_totp else None
     async with db.transaction() as conn:
         taken = await conn.fetchval(
@@ -249,7 +249,7 @@ async def set_password(
     db: Database, *, username: str, password: str, actor: str, now: datetime
 ) -> None:
     """New password; the lockout is lifted and every session of the user ends."""
-    password_hash = hash_password(password)
+    password_hash = await asyncio.to_thread(hash_password, password)
     async with db.transaction() as conn:
         row = await _for_update(conn, username)
         await conn.execute(
