@@ -122,6 +122,7 @@ def test_an_operator_onboards_a_merchant_adds_a_key_finds_a_member_and_opens_a_t
     page.get_by_label("External reference").fill(shop["ref"])
     page.get_by_role("button", name="Find member").click()
     expect(page.get_by_test_id("available")).to_have_text("600")
+    expect(page.get_by_test_id("refs")).to_contain_text(shop["ref"])
     expect(page.get_by_test_id("lots")).to_contain_text(shop["issuer_name"])
 
     page.get_by_test_id("transactions").get_by_role("link", name=shop["redemption"]).click()
@@ -140,6 +141,7 @@ def test_an_operator_runs_a_settlement_and_downloads_its_files(
     live_server.clock.advance(timedelta(days=1))
     sign_in(page, live_server, username)
     page.get_by_role("link", name="Settlement").click()
+    expect(page.get_by_test_id("due-periods").locator("[data-period]")).not_to_have_count(0)
     start = page.get_by_test_id("start-run")
     start.get_by_role("checkbox").check()
     start.get_by_role("button", name="Run settlement").click()
