@@ -7,6 +7,9 @@ from typing import Final
 POINTS_PER_OPERATION_MAX: Final = 1_000_000_000_000
 """Largest amount one issuance, redemption, hold or reversal may move (keeps sums inside int64)."""
 
+BATCH_OPERATIONS_MAX: Final = 1_000
+"""Operations in one POST /v1/batches (PROTOCOL.md)."""
+
 REFERENCE_LENGTH_MAX: Final = 255
 EXTERNAL_REF_LENGTH_MAX: Final = 255
 IDEMPOTENCY_KEY_LENGTH_MAX: Final = 255

@@ -540,3 +540,141 @@ async def settled_through(conn: Connection) -> tuple[datetime | None, str | None
     if row is None:
         return None, None, None
     return row["period_end"], row["snapshot"], row["xmin"]
+
+
+# --- bulk issuance (exchange.bulk): one statement per table for a whole run ------------------
+
+
+async def open_member_accounts(conn: Connection, member_ids: Sequence[str], currency: str) -> None:
+    """Create the missing accounts of existing members, in member order (so two runs creating
+    the same accounts wait on each other in one order, never in a cycle)."""
+    await conn.execute(
+        """INSERT INTO member_accounts (member_id, currency)
+           SELECT member_id, $2 FROM members WHERE member_id = ANY($1::text[])
+           ORDER BY member_id
+           ON CONFLICT DO NOTHING""",
+        member_ids,
+        currency,
+    )
+
+
+async def lock_member_accounts(
+    conn: Connection, member_ids: Sequence[str], currency: str
+) -> set[str]:
+    """`lock_member_account` for many members, locked in member order; the ones that exist."""
+    rows = await conn.fetch(
+        """SELECT member_id FROM member_accounts
+           WHERE member_id = ANY($1::text[]) AND currency = $2
+           ORDER BY member_id FOR NO KEY UPDATE""",
+        member_ids,
+        currency,
+    )
+    return {row["member_id"] for row in rows}
+
+
+async def available_before_clamp(
+    conn: Connection, member_ids: Sequence[str], currency: str, now: datetime
+) -> dict[str, int]:
+    """Live lots less active holds per member, not yet clamped at zero (`available_points`
+    clamps; a run adding points clamps after adding)."""
+    rows = await conn.fetch(
+        """SELECT m.member_id,
+                  (SELECT coalesce(sum(remaining_points), 0)::bigint FROM lots
+                   WHERE member_id = m.member_id AND currency = $2 AND remaining_points > 0
+                     AND (expires_at IS NULL OR expires_at > $3))
+                - (SELECT coalesce(sum(points), 0)::bigint FROM holds
+                   WHERE member_id = m.member_id AND currency = $2 AND status = 'active'
+                     AND expires_at > $3) AS available
+           FROM unnest($1::text[]) AS m(member_id)""",
+        member_ids,
+        currency,
+        now,
+    )
+    return {row["member_id"]: int(row["available"]) for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class NewLot:
+    member_id: str
+    transaction_id: str
+    points: int
+    expires_at: datetime | None
+
+
+async def insert_lots(
+    conn: Connection, lots: Sequence[NewLot], *, currency: str, issuer_id: str, issued_at: datetime
+) -> dict[str, int]:
+    """Insert one lot per issuance; lot ids by transaction id."""
+    rows = await conn.fetch(
+        """INSERT INTO lots (member_id, currency, issuer_id, issued_points, remaining_points,
+                             issued_at, expires_at, transaction_id)
+           SELECT l.member_id, $5, $6, l.points, l.points, $7, l.expires_at, l.transaction_id
+           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[])
+                AS l(member_id, transaction_id, points, expires_at)
+           RETURNING transaction_id, lot_id""",
+        [lot.member_id for lot in lots],
+        [lot.transaction_id for lot in lots],
+        [lot.points for lot in lots],
+        [lot.expires_at for lot in lots],
+        currency,
+        issuer_id,
+        issued_at,
+    )
+    return {row["transaction_id"]: row["lot_id"] for row in rows}
+
+
+async def insert_postings_of(
+    conn: Connection, postings: Sequence[tuple[str, str, int, Posting]]
+) -> None:
+    """(member_id, transaction_id, posting_no, posting) rows of many transactions at once."""
+    await conn.execute(
+        """INSERT INTO postings (member_id, transaction_id, posting_no, account, currency, amount,
+                                 lot_id)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[],
+                                $6::bigint[], $7::bigint[])""",
+        [member_id for member_id, _, _, _ in postings],
+        [transaction_id for _, transaction_id, _, _ in postings],
+        [number for _, _, number, _ in postings],
+        [p.account for _, _, _, p in postings],
+        [p.currency for _, _, _, p in postings],
+        [p.amount for _, _, _, p in postings],
+        [p.lot_id for _, _, _, p in postings],
+    )
+
+
+async def add_posted_points_of(conn: Connection, deltas: dict[str, int], currency: str) -> None:
+    await conn.execute(
+        """UPDATE member_accounts SET posted_points = posted_points + d.delta
+           FROM unnest($1::text[], $2::bigint[]) AS d(member_id, delta)
+           WHERE member_accounts.member_id = d.member_id AND member_accounts.currency = $3""",
+        list(deltas),
+        list(deltas.values()),
+        currency,
+    )
+
+
+async def insert_issuances(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Transaction rows of kind issuance, their `balance_after` computed by the caller."""
+    await conn.execute(
+        """INSERT INTO transactions (member_id, transaction_id, kind, merchant_id, currency, points,
+                                     reference, created_at, settlement_value, balance_after)
+           SELECT t.member_id, t.transaction_id, 'issuance', t.merchant_id, t.currency, t.points,
+                  t.reference, t.created_at, 0, t.balance_after
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                       $7::timestamptz[], $8::bigint[])
+                AS t(member_id, transaction_id, merchant_id, currency, points, reference,
+                     created_at, balance_after)""",
+        *(
+            [row[column] for row in rows]
+            for column in (
+                "member_id",
+                "transaction_id",
+                "merchant_id",
+                "currency",
+                "points",
+                "reference",
+                "created_at",
+                "balance_after",
+            )
+        ),
+    )

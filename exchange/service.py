@@ -7,7 +7,7 @@ the rule, (5) records the idempotency result, and commits, or on any refusal rol
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,10 +16,10 @@ import asyncpg
 
 from core.clock import Clock, SystemClock
 from core.database import Database
-from core.errors import NotFound, ValidationFailed
+from core.errors import DomainError, NotFound, ValidationFailed
 from core.ids import new_id
 from core.limits import EXTERNAL_REF_LENGTH_MAX, PAGE_SIZE_DEFAULT
-from exchange import convert, earn, expiry, idempotency, queries, refund, repository, spend
+from exchange import bulk, convert, earn, expiry, idempotency, queries, refund, repository, spend
 from exchange.context import Context, check_instant
 from exchange.errors import AllianceNotConfigured, MerchantSuspended
 from exchange.views import rfc3339
@@ -83,6 +83,19 @@ def _fingerprintable(arguments: Mapping[str, Any]) -> dict[str, Any]:
     return {
         name: rfc3339(check_instant(value, name)) if isinstance(value, datetime) else value
         for name, value in arguments.items()
+    }
+
+
+def _issue_arguments(
+    member_id: str, points: int, reference: str, expires_at: datetime | None, currency: str
+) -> dict[str, Any]:
+    """An issuance's arguments, as `issue` and `issue_many` fingerprint them alike."""
+    return {
+        "member_id": member_id,
+        "points": points,
+        "reference": reference,
+        "expires_at": expires_at,
+        "currency": currency,
     }
 
 
@@ -245,14 +258,40 @@ class Ledger:
             idempotency_key=idempotency_key,
             operation="issue",
             use_case=earn.issue,
-            arguments={
-                "member_id": member_id,
-                "points": points,
-                "reference": reference,
-                "expires_at": expires_at,
-                "currency": currency,
-            },
+            arguments=_issue_arguments(member_id, points, reference, expires_at, currency),
         )
+
+    async def issue_many(
+        self, *, merchant_id: str, requests: Sequence[bulk.IssueRequest]
+    ) -> list[Outcome | DomainError] | None:
+        """Issue alliance points for each request (distinct keys) in one transaction, each as
+        `issue` would; None when they must be issued one by one instead (nothing was written).
+        """
+
+        def fingerprint(request: bulk.IssueRequest) -> bytes:
+            arguments = _issue_arguments(
+                request.member_id,
+                request.points,
+                request.reference,
+                request.expires_at,
+                ALLIANCE_POINT,
+            )
+            return idempotency.request_fingerprint("issue", _fingerprintable(arguments))
+
+        try:
+            async with self.db.transaction() as conn:
+                ctx = await self._context(conn, merchant_id)
+                results = await bulk.issue_run(conn, ctx, requests, fingerprint)
+        except (bulk.NotBulkable, DomainError):
+            return None  # one by one, each request meets the same refusal or its own
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+            return None
+        return [
+            Outcome(result.body, replayed=result.replayed)
+            if isinstance(result, bulk.Issued)
+            else result
+            for result in results
+        ]
 
     async def redeem(
         self,

@@ -11,14 +11,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from core.limits import (
+    BATCH_OPERATIONS_MAX,
     EXTERNAL_REF_LENGTH_MAX,
     HOLD_LIFETIME_S_MAX,
     IDEMPOTENCY_KEY_LENGTH_MAX,
     POINTS_PER_OPERATION_MAX,
     REFERENCE_LENGTH_MAX,
 )
-
-BATCH_OPERATIONS_MAX = 1_000
 
 # Ids and values the examples share, so that the document reads as one story.
 EXAMPLE_MERCHANT = "mer_01M83EN0G4VG6YBAA2RT43RZFD"

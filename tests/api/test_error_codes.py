@@ -18,9 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from core.limits import POINTS_PER_OPERATION_MAX, REQUEST_BODY_BYTES_MAX
+from core.limits import BATCH_OPERATIONS_MAX, POINTS_PER_OPERATION_MAX, REQUEST_BODY_BYTES_MAX
 from exchange.api.ratelimit import RateLimiter
-from exchange.api.schemas import BATCH_OPERATIONS_MAX
 from merchants import service as merchants
 from server.main import create_app
 from tests.api.conftest import AUTHORITY, call, make_partner, signed_headers
