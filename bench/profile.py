@@ -40,7 +40,8 @@ def run(ledger_url: str, port: int, keys_file: Path, members: int) -> dict[str, 
     try:
         bench_run.wait_ready(port, server)
         cfg = bench_run.Config(duration=DURATION_S, port=port)
-        result = bench_run.load(cfg, "redeem", CLIENTS, members)
+        meters = bench_run.CpuMeters(server.pid, postgres_pid=None)
+        result = bench_run.load(cfg, "redeem", CLIENTS, members, meters)
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=120)

@@ -195,9 +195,46 @@ def markdown(r: dict[str, Any]) -> str:
         )
         + ".",
     ]
+    cpu = cpu_rows(r)
+    if cpu:
+        lines += [
+            "",
+            f"**Where the CPU goes** (ms of CPU per operation, median of the runs; every operation"
+            f" sent counts, warm-up included). The ceiling is what the machine's {m['cores']} "
+            "cores allow if they did nothing else: cores × 1,000 / total ms.",
+            "",
+            "| series | server | PostgreSQL | load generator | total | ceiling | measured "
+            "| of ceiling |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            *("| " + " | ".join(row) + " |" for row in cpu),
+        ]
     if "profile" in r:
         lines += ["", f"**Profile**: {r['profile']['summary']}"]
     return "\n".join(lines) + "\n"
+
+
+def cpu_rows(r: dict[str, Any]) -> list[list[str]]:
+    """CPU time per operation by process, and the ceiling the machine's cores put on the rate:
+    cores x 1,000 / (ms of CPU per operation), were nothing else running."""
+    cores = r["machine"]["cores"] or 1
+    table: list[list[str]] = []
+    for name, m in _series(r):
+        cpu = m.get("cpu_ms_per_op")
+        if not cpu:
+            continue
+        parts = [cpu["server"], cpu["postgres"], cpu["load_generator"]]
+        known = [part for part in parts if part is not None]
+        total = sum(known)
+        ceiling = ratio(cores * 1000, total)
+        table.append([
+            name.replace("_", " "),
+            *("n/a" if part is None else f"{part:.3f}" for part in parts),
+            f"{total:.3f}",
+            f"{fmt(ceiling)}/s",
+            f"{fmt(m['per_s']['median'])}/s",
+            f"{ratio(m['per_s']['median'], ceiling):.0%}",
+        ])  # fmt: skip
+    return table
 
 
 def _series(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

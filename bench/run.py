@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -172,6 +173,49 @@ class MemoryWatch:
             self.stop.wait(0.2)
 
 
+@dataclass(frozen=True, slots=True)
+class CpuMeters:
+    """Whose CPU time a load run costs: the server's process tree, and PostgreSQL's when it is
+    the benchmark's own embedded server (its postmaster and every backend)."""
+
+    server_pid: int
+    postgres_pid: int | None
+
+    def seconds(self) -> dict[str, float | None]:
+        return {
+            "server": _tree_cpu_s(self.server_pid),
+            "postgres": None if self.postgres_pid is None else _tree_cpu_s(self.postgres_pid),
+        }
+
+
+def _tree_cpu_s(pid: int) -> float:
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return float("nan")
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def postgres_pid(server: database.Server) -> int | None:
+    if not server.embedded:
+        return None  # another server: its processes may serve others too
+    pid_file = database.DATA_DIR / "postgres" / "postmaster.pid"
+    return int(pid_file.read_text().split()[0])
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def server_env(ledger_url: str, port: int) -> dict[str, str]:
     return {
         **os.environ,
@@ -197,7 +241,9 @@ def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def serving(ledger_url: str, port: int, watch: list[MemoryWatch]) -> Iterator[None]:
+def serving(
+    ledger_url: str, port: int, watch: list[MemoryWatch], postgres: int | None
+) -> Iterator[CpuMeters]:
     command = [str(ROOT / ".venv" / "bin" / "alliance"), "serve", "--workers", "2"]
     process = subprocess.Popen(
         command,
@@ -211,7 +257,7 @@ def serving(ledger_url: str, port: int, watch: list[MemoryWatch]) -> Iterator[No
     try:
         wait_ready(port, process)
         thread.start()
-        yield
+        yield CpuMeters(process.pid, postgres)
     finally:
         memory.stop.set()
         process.send_signal(signal.SIGINT)
@@ -223,7 +269,9 @@ def serving(ledger_url: str, port: int, watch: list[MemoryWatch]) -> Iterator[No
         watch.append(memory)
 
 
-def load(cfg: Config, kind: str, clients: int, members: int, **options: Any) -> dict[str, Any]:
+def load(
+    cfg: Config, kind: str, clients: int, members: int, meters: CpuMeters, **options: Any
+) -> dict[str, Any]:
     command = [
         sys.executable, "-m", "bench.load", "--url", f"http://127.0.0.1:{cfg.port}",
         "--keys", str(KEYS_FILE), "--kind", kind, "--clients", str(clients),
@@ -232,15 +280,29 @@ def load(cfg: Config, kind: str, clients: int, members: int, **options: Any) -> 
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
         command += [flag] if value is True else [flag, str(value)]
+    before, generator_before = meters.seconds(), children_cpu_s()
     out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
+    after, generator_after = meters.seconds(), children_cpu_s()
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    sent = max(result["operations_sent"], 1)
+    spent = {name: _delta(before[name], after[name]) for name in before}
+    spent["load_generator"] = generator_after - generator_before
+    result["cpu_ms_per_op"] = {
+        name: None if seconds is None else 1000 * seconds / sent for name, seconds in spent.items()
+    }
     return result
 
 
+def _delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
 def load_series(
-    cfg: Config, kind: str, clients: int, members: int, **options: Any
+    cfg: Config, kind: str, clients: int, members: int, meters: CpuMeters, **options: Any
 ) -> dict[str, Any]:
-    runs = [load(cfg, kind, clients, members, seed=n + 1, **options) for n in range(cfg.runs)]
+    runs = [
+        load(cfg, kind, clients, members, meters, seed=n + 1, **options) for n in range(cfg.runs)
+    ]
     errors: dict[str, int] = {}
     for run in runs:
         for code, count in run["errors"].items():
@@ -251,6 +313,12 @@ def load_series(
         "p99_ms": summary([r["p99_ms"] for r in runs]),
         "operations": sum(r["operations"] for r in runs),
         "errors": errors,
+        "cpu_ms_per_op": {
+            name: None
+            if runs[0]["cpu_ms_per_op"][name] is None
+            else statistics.median(r["cpu_ms_per_op"][name] for r in runs)
+            for name in runs[0]["cpu_ms_per_op"]
+        },
     }
 
 
@@ -382,27 +450,32 @@ async def main() -> None:
     app: dict[str, Any] = {"redeem": {}, "issue": {}, "issue_hot": {}}
     watches: list[MemoryWatch] = []
     members = cfg.members
-    with serving(ledger_url, cfg.port, watches):
+    postgres = postgres_pid(server)
+    with serving(ledger_url, cfg.port, watches, postgres) as meters:
         for clients in cfg.clients:
             app["redeem"][str(clients)] = measure(
-                cfg, partial(load_series, cfg, "redeem", clients, members), f"redeem x{clients}"
+                cfg,
+                partial(load_series, cfg, "redeem", clients, members, meters),
+                f"redeem x{clients}",
             )
         for clients in cfg.clients:
             app["issue"][str(clients)] = measure(
-                cfg, partial(load_series, cfg, "issue", clients, members), f"issue x{clients}"
+                cfg,
+                partial(load_series, cfg, "issue", clients, members, meters),
+                f"issue x{clients}",
             )
             app["issue_hot"][str(clients)] = measure(
                 cfg,
-                partial(load_series, cfg, "issue", clients, members, hot=True),
+                partial(load_series, cfg, "issue", clients, members, meters, hot=True),
                 f"issue, hot issuer, x{clients}",
             )
         app["balance"] = measure(
-            cfg, lambda: load_series(cfg, "balance", 32, members), "balance reads x32"
+            cfg, lambda: load_series(cfg, "balance", 32, members, meters), "balance reads x32"
         )
         app["batch"] = measure(
             cfg,
             lambda: load_series(
-                cfg, "batch", BATCH_CLIENTS, members, count=1, batch_size=BATCH_SIZE
+                cfg, "batch", BATCH_CLIENTS, members, meters, count=1, batch_size=BATCH_SIZE
             ),
             f"batches of {BATCH_SIZE}, {BATCH_CLIENTS} clients",
         )
@@ -415,9 +488,11 @@ async def main() -> None:
     if cfg.grown_members > cfg.members:
         results["sizes_grown"] = await grow_ledger(ledger_url, cfg)
         grown = cfg.grown_members
-        with serving(ledger_url, cfg.port, watches):
+        with serving(ledger_url, cfg.port, watches, postgres) as meters:
             app["balance_grown"] = measure(
-                cfg, lambda: load_series(cfg, "balance", 32, grown), "balance reads x32, grown"
+                cfg,
+                lambda: load_series(cfg, "balance", 32, grown, meters),
+                "balance reads x32, grown",
             )
     results["app"] = app
     results["memory"] = {
