@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+import uvloop
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -107,7 +108,7 @@ async def client(
     number: int,
     args: argparse.Namespace,
     pool: list[Signer],
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     measure_from: float,
     deadline: float,
     tally: Tally,
@@ -124,12 +125,13 @@ async def client(
         headers = signed(signer, authority, method, path, body)
         began = time.perf_counter()
         try:
-            response = await http.request(method, path, content=body, headers=headers)
-            status = response.status_code
+            async with http.request(method, path, data=body, headers=headers) as response:
+                status = response.status
+                payload = await response.read()
             failed_ops = 0
             if status < 300 and args.kind == "batch":
-                failed_ops = sum(1 for r in response.json()["results"] if "code" in r)
-        except httpx.HTTPError as error:
+                failed_ops = sum(1 for r in json.loads(payload)["results"] if "code" in r)
+        except aiohttp.ClientError as error:
             status, failed_ops = 0, 0
             tally.errors[type(error).__name__] += 1
         ended = time.perf_counter()
@@ -155,9 +157,11 @@ def percentile(values: list[float], share: float) -> float:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     pool = signers(Path(args.keys))
     tally = Tally()
-    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
-    timeout = httpx.Timeout(120.0)
-    async with httpx.AsyncClient(base_url=args.url, limits=limits, timeout=timeout) as http:
+    # aiohttp rather than httpx: it costs the shared cores about half the CPU per request
+    # (bench/README.md, "Where the CPU goes"), so more of them serve the exchange.
+    connector = aiohttp.TCPConnector(limit=args.clients)
+    timeout = aiohttp.ClientTimeout(total=120.0)
+    async with aiohttp.ClientSession(args.url, connector=connector, timeout=timeout) as http:
         start = time.perf_counter()
         fixed = args.count is not None  # a fixed number of requests per client, all measured
         measure_from = start if fixed else start + args.warmup
@@ -199,7 +203,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--count", type=int, help="requests per client (instead of --duration)")
-    sys.stdout.write(json.dumps(asyncio.run(run(parser.parse_args()))) + "\n")
+    sys.stdout.write(json.dumps(uvloop.run(run(parser.parse_args()))) + "\n")
 
 
 if __name__ == "__main__":
