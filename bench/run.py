@@ -10,7 +10,8 @@ bench/README.md.
 Environment (all optional): BENCH_SCALE (1.0: 100,000 members, ~1.1M postings; the grown
 ledger is 10x that), BENCH_GROWN_SCALE (default BENCH_SCALE), BENCH_RUNS (3), BENCH_DURATION
 (seconds per run, 8), BENCH_CLIENTS ("8,32,64"), BENCH_PORT (8900), BENCH_PROFILE (1: also
-profile the single-redemption path), DATABASE_URL.
+profile the single-redemption path), BENCH_SETTLEMENT_OBLIGATIONS (1,000,000 x BENCH_SCALE:
+settle that many and a quarter as many beside a bare GROUP BY; 0 skips), DATABASE_URL.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import asyncpg
 import httpx
 import psutil  # type: ignore[import-untyped]
 
-from bench import database, report, seed
+from bench import database, report, seed, settlement as settlement_bench
 from core.database import Database
 from core.migrations import upgrade_to_head_async
 from exchange.reconcile import verify
@@ -66,6 +67,12 @@ class Config:
     )
     port: int = int(os.environ.get("BENCH_PORT", "8900"))
     profile: bool = os.environ.get("BENCH_PROFILE", "1") == "1"
+    settlement_obligations: int = int(
+        os.environ.get(
+            "BENCH_SETTLEMENT_OBLIGATIONS",
+            str(int(1_000_000 * float(os.environ.get("BENCH_SCALE", "1")))),
+        )
+    )
 
     @property
     def members(self) -> int:
@@ -495,6 +502,10 @@ async def main() -> None:
                 "balance reads x32, grown",
             )
     results["app"] = app
+    if cfg.settlement_obligations > 0:
+        sizes = [max(cfg.settlement_obligations // 4, 1), cfg.settlement_obligations]
+        log(f"settlement of {sizes[0]:,} and {sizes[1]:,} obligations beside a bare GROUP BY")
+        results["settlement"] = await settlement_bench.measure_growth(server.admin_url, sizes)
     results["memory"] = {
         "peak_rss_total_mib": round(max(w.peak_total for w in watches) / 2**20, 1),
         "peak_rss_process_mib": round(max(w.peak_process for w in watches) / 2**20, 1),
