@@ -61,6 +61,9 @@ def serve(
         port=port or settings.port,
         workers=workers,
         log_level="info",
+        # Every request is logged once, by exchange.api.observability, with its request id,
+        # route and duration; uvicorn's own access line would say the same again.
+        access_log=False,
     )
 
 

@@ -77,18 +77,6 @@ async def lock_member_account(conn: Connection, member_id: str, currency: str) -
     return posted
 
 
-async def add_posted_points(conn: Connection, member_id: str, currency: str, delta: int) -> None:
-    if delta == 0:
-        return
-    await conn.execute(
-        """UPDATE member_accounts SET posted_points = posted_points + $3
-           WHERE member_id = $1 AND currency = $2""",
-        member_id,
-        currency,
-        delta,
-    )
-
-
 # --- lots and holds ------------------------------------------------------------------------
 
 
@@ -360,14 +348,29 @@ async def insert_transaction(conn: Connection, row: dict[str, Any]) -> int:
 async def insert_postings(
     conn: Connection, member_id: str, transaction_id: str, postings: Sequence[Posting]
 ) -> None:
-    await conn.executemany(
-        """INSERT INTO postings (member_id, transaction_id, posting_no, account, currency, amount,
-                                 lot_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        [
-            (member_id, transaction_id, number, p.account, p.currency, p.amount, p.lot_id)
-            for number, p in enumerate(postings)
-        ],
+    """Insert a transaction's postings and move the member's posted points by those that touch
+    its account, in one statement: the account's balance never differs from its postings."""
+    await conn.execute(
+        """WITH posted AS (
+               INSERT INTO postings (member_id, transaction_id, posting_no, account, currency,
+                                     amount, lot_id)
+               SELECT $1, $2, p.posting_no, p.account, p.currency, p.amount, p.lot_id
+               FROM unnest($3::int[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])
+                    AS p(posting_no, account, currency, amount, lot_id)
+               RETURNING account, currency, amount)
+           UPDATE member_accounts SET posted_points = posted_points + d.delta
+           FROM (SELECT currency, sum(amount) AS delta FROM posted WHERE account = $8
+                 GROUP BY currency) AS d
+           WHERE member_accounts.member_id = $1 AND member_accounts.currency = d.currency
+             AND d.delta <> 0""",
+        member_id,
+        transaction_id,
+        list(range(len(postings))),
+        [p.account for p in postings],
+        [p.currency for p in postings],
+        [p.amount for p in postings],
+        [p.lot_id for p in postings],
+        member_account(member_id),
     )
 
 

@@ -6,7 +6,6 @@ available balance right after the change, which its insert computes from everyth
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +13,7 @@ import asyncpg
 
 from core.ids import new_id
 from exchange import repository
-from exchange.ledger import ObligationDraft, Posting, Take, check_balanced, member_account
+from exchange.ledger import ObligationDraft, Posting, Take, check_balanced
 from exchange.views import transaction_view
 
 
@@ -45,15 +44,6 @@ class Draft:
         )
 
 
-def _posted_delta(postings: Sequence[Posting], member_id: str) -> dict[str, int]:
-    deltas: dict[str, int] = {}
-    account = member_account(member_id)
-    for posting in postings:
-        if posting.account == account:
-            deltas[posting.currency] = deltas.get(posting.currency, 0) + posting.amount
-    return deltas
-
-
 async def write(conn: asyncpg.Connection, draft: Draft, *, now: Any) -> dict[str, Any]:
     """Persist `draft` and return the transaction as merchants see it."""
     check_balanced(draft.postings)
@@ -65,8 +55,6 @@ async def write(conn: asyncpg.Connection, draft: Draft, *, now: Any) -> dict[str
         await repository.insert_postings(
             conn, draft.member_id, draft.transaction_id, draft.postings
         )
-    for currency, delta in _posted_delta(draft.postings, draft.member_id).items():
-        await repository.add_posted_points(conn, draft.member_id, currency, delta)
     if draft.obligations:
         await repository.insert_obligations(
             conn,
