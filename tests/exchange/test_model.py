@@ -1,6 +1,7 @@
 """L2 (RELIABILITY.md): the points ledger against an in-memory reference model.
 
-A Hypothesis state machine drives random sequences of issue, redeem, hold / capture / void,
+A Hypothesis state machine drives random sequences of issue (one by one, and runs written
+set-based as batches write them), redeem, hold / capture / void,
 reverse (of issuances and redemptions, full and partial, exceeding and after the points were
 spent), clock moves (onto, just before and just after the instants lots expire and holds lapse),
 the expiry job, and idempotent replays, against the real `Ledger` on the real PostgreSQL and
@@ -53,6 +54,7 @@ from core.clock import FixedClock
 from core.database import Database
 from core.errors import DomainError
 from core.limits import IDEMPOTENCY_RETENTION_S
+from exchange.bulk import IssueRequest
 from exchange.service import Ledger, Outcome
 from tests.exchange import model as reference
 from tests.exchange.model import Model, Refused
@@ -248,6 +250,52 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(merchant=merchant_index, member=member_index, points=issued_points)
     def issue(self, merchant: int, member: int, points: int) -> None:
         self._issue(merchant, member, points, None)
+
+    @rule(
+        merchant=merchant_index,
+        plan=st.lists(st.tuples(member_index, issued_points), min_size=2, max_size=4),
+    )
+    def issue_run(self, merchant: int, plan: list[tuple[int, int]]) -> None:
+        """A run of issuances written set-based (`Ledger.issue_many`, as /v1/batches writes
+        them): each must be what the model gives issuing them one after another. A run the
+        ledger gives back (a limit in the way) is issued one by one, as the batch does."""
+        requests = [
+            IssueRequest(unique("key"), self.members[member], points, unique("ref"))
+            for member, points in plan
+        ]
+        results = self.run(
+            self.ledger.issue_many(merchant_id=self.merchants[merchant], requests=requests)
+        )
+        if results is None:
+            for member, points in plan:
+                self._issue(merchant, member, points, None)
+            return
+        for request, result, (member, points) in zip(requests, results, plan, strict=True):
+            actual: tuple[dict[str, Any] | None, str | None]
+            if isinstance(result, DomainError):
+                actual = (None, result.code)
+            else:
+                assert not result.replayed, "a fresh key was replayed"
+                actual = (result.body, None)
+                arguments = {
+                    "merchant_id": self.merchants[merchant],
+                    "member_id": request.member_id,
+                    "points": points,
+                    "reference": request.reference,
+                    "expires_at": None,
+                    "idempotency_key": request.idempotency_key,
+                }
+                # Replayed later through the single `issue`: the fingerprints must agree.
+                self.done.append(("issue", arguments, result.body, self.clock.now()))
+            expected = self.expect(
+                self.m.issue,
+                merchant=self.merchants[merchant],
+                member=self.members[member],
+                points=points,
+                expires_at=None,
+                transaction_id=actual[0]["transaction_id"] if actual[0] else "(refused)",
+            )
+            self.agree("issue_many", actual, expected)
 
     @rule(
         merchant=merchant_index,
