@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from asyncpg import Connection
+
 from core.database import Database
 from merchants.models import ALLIANCE_POINT
 
@@ -138,6 +140,7 @@ async def verify(db: Database, *, on_check: Callable[[Check], None] | None = Non
         db.connection() as conn,
         conn.transaction(isolation="repeatable_read", readonly=True),
     ):
+        await _plan_for_whole_tables(conn)
         for check in CHECKS:
             if on_check is not None:
                 on_check(check)
@@ -148,3 +151,15 @@ async def verify(db: Database, *, on_check: Callable[[Check], None] | None = Non
                     Break(check.name, check.description, count, [dict(row) for row in rows])
                 )
     return breaks
+
+
+async def _plan_for_whole_tables(conn: Connection) -> None:
+    """Planner settings for this transaction only: every check reads whole tables.
+
+    The planner cannot estimate `account = 'member:' || member_id` (it guesses 0.5 % of the
+    postings; it is half of them), so it picks a nested loop of one index probe per posting
+    (3.6M probes: 22 s of the 35 s the checks took at 7.2M postings, 8 s without it). JIT
+    compiles each check for up to a second and saves less: the time goes into hashing and
+    sorting, not into evaluating expressions."""
+    await conn.execute("SET LOCAL enable_nestloop = off")
+    await conn.execute("SET LOCAL jit = off")
