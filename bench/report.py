@@ -97,9 +97,15 @@ def rows(r: dict[str, Any]) -> tuple[list[list[str]], list[dict[str, Any]]]:
     settlement = r.get("settlement")
     for size in settlement["sizes"] if settlement else []:
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in size["settlement_phases_s"].items())
+        apart = (
+            f" (measured apart, {size['measured_apart']}: `python -m bench.settlement --only "
+            f"--obligations {size['obligations']} --into-report bench/results/latest.json`)"
+            if "measured_apart" in size
+            else ""
+        )
         table.append([
             f"settlement of {size['obligations']:,} obligations: one run (claim, net, Merkle "
-            f"over {size['transactions']:,} transactions, sign, statements, reconcile), s",
+            f"over {size['transactions']:,} transactions, sign, statements, reconcile), s{apart}",
             f"**{fmt(size['settlement_seconds'])}** s, "
             f"{fmt(size['settlement_obligations_per_s'])} obligations/s ({phases})",
             f"bare `GROUP BY` over the same obligations: **{fmt(size['aggregate_seconds'])}** s, "

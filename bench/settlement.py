@@ -20,6 +20,8 @@ settlement turns into signed, reconciled statements. The database is dropped aft
 
     python -m bench.settlement                 # 1,000,000 obligations, and 250,000 to show growth
     BENCH_SETTLEMENT_OBLIGATIONS=200000 python -m bench.settlement
+    python -m bench.settlement --only --obligations 10000000 \\
+        --into-report bench/results/latest.json   # a size too large for every `make bench`
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python -m bench.settlement
 
 Without DATABASE_URL (or TEST_DATABASE_URL), the benchmark's own embedded server in .data/bench/.
@@ -27,6 +29,7 @@ Without DATABASE_URL (or TEST_DATABASE_URL), the benchmark's own embedded server
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -231,19 +234,35 @@ async def measure_growth(database_url: str, sizes: list[int]) -> dict[str, Any]:
     for size in sorted(sizes):
         log(f"measuring {size:,} obligations")
         results.append(await measure_settlement(database_url, size))
-    growth = None
-    if len(results) >= 2:
-        small, large = results[0], results[-1]
-        growth = {
-            "rows_factor": round(large["obligations"] / small["obligations"], 3),
-            "settlement_time_factor": round(
-                large["settlement_seconds"] / small["settlement_seconds"], 3
-            ),
-            "aggregate_time_factor": round(
-                large["aggregate_seconds"] / small["aggregate_seconds"], 3
-            ),
-        }
-    return {"sizes": results, "growth": growth}
+    return {"sizes": results, "growth": growth_of(results)}
+
+
+def growth_of(sizes: list[dict[str, Any]]) -> dict[str, float] | None:
+    """How settlement and aggregate times grow from the smallest size measured to the largest."""
+    if len(sizes) < 2:
+        return None
+    small, large = sizes[0], sizes[-1]
+    return {
+        "rows_factor": round(large["obligations"] / small["obligations"], 3),
+        "settlement_time_factor": round(
+            large["settlement_seconds"] / small["settlement_seconds"], 3
+        ),
+        "aggregate_time_factor": round(large["aggregate_seconds"] / small["aggregate_seconds"], 3),
+    }
+
+
+def add_to_report(measured: dict[str, Any], results_file: Path) -> None:
+    """Add sizes measured apart (a size too large for every `make bench`) to the latest report,
+    marked as such, and render it again."""
+    from bench import report
+
+    results = json.loads(results_file.read_text())
+    settlement = results.setdefault("settlement", {"sizes": []})
+    for size in measured["sizes"]:
+        size["measured_apart"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    sizes = sorted(settlement["sizes"] + measured["sizes"], key=lambda s: s["obligations"])
+    settlement["sizes"], settlement["growth"] = sizes, growth_of(sizes)
+    report.write(results, results_file.parent)
 
 
 def _url() -> str:
@@ -256,12 +275,24 @@ def _url() -> str:
 
 def main() -> None:
     scale = float(os.environ.get("BENCH_SCALE", "1"))
-    obligations = int(
+    default = int(
         os.environ.get("BENCH_SETTLEMENT_OBLIGATIONS", str(int(DEFAULT_OBLIGATIONS * scale)))
     )
-    sizes = [max(obligations // 4, 1), obligations]
-    report = asyncio.run(measure_growth(_url(), sizes))
-    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    parser = argparse.ArgumentParser(description="Settlement beside a bare GROUP BY.")
+    parser.add_argument("--obligations", type=int, default=default, help="the largest size")
+    parser.add_argument("--only", action="store_true", help="that size alone, not also N/4")
+    parser.add_argument(
+        "--into-report",
+        type=Path,
+        metavar="LATEST_JSON",
+        help="add the sizes to this report (bench/results/latest.json) and render it again",
+    )
+    args = parser.parse_args()
+    sizes = [args.obligations] if args.only else [max(args.obligations // 4, 1), args.obligations]
+    measured = asyncio.run(measure_growth(_url(), sizes))
+    if args.into_report is not None:
+        add_to_report(measured, args.into_report)
+    sys.stdout.write(json.dumps(measured, indent=2) + "\n")
 
 
 if __name__ == "__main__":
