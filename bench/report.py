@@ -216,7 +216,7 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"**Setup**: `alliance serve --workers {cfg['server_workers']}` (pool 20 connections per "
         "worker, per-merchant rate limit lifted); the load generator is one separate process "
-        "(`python -m bench.load`, httpx + asyncio) on the same 2 cores, signing every request "
+        "(`python -m bench.load`, aiohttp on uvloop) on the same 2 cores, signing every request "
         "(Ed25519, fresh nonce, Content-Digest, fresh Idempotency-Key). Errors seen: "
         + (
             ", ".join(

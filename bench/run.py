@@ -196,6 +196,9 @@ class CpuMeters:
 
 
 def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process tree so far, including children that have exited: those are in
+    their parent's children_user/children_system once reaped (PostgreSQL's autovacuum workers
+    and backends come and go during a run; without them the sum could go backwards)."""
     try:
         root = psutil.Process(pid)
         processes = [root, *root.children(recursive=True)]
@@ -207,7 +210,7 @@ def _tree_cpu_s(pid: int) -> float:
             times = process.cpu_times()
         except psutil.Error:
             continue
-        total += times.user + times.system
+        total += times.user + times.system + times.children_user + times.children_system
     return total
 
 
