@@ -23,7 +23,7 @@ import asyncpg
 from core.errors import DomainError, NotFound
 from core.ids import new_id
 from core.limits import BATCH_OPERATIONS_MAX
-from exchange import exposure, idempotency, repository
+from exchange import exposure, idempotency, repository, writer
 from exchange.context import Context, check_points, check_reference
 from exchange.earn import issuance_postings, lot_expiry
 from exchange.errors import LiabilityLimitExceeded
@@ -197,21 +197,13 @@ async def _reserve(conn: asyncpg.Connection, ctx: Context, issuing: list[_Pendin
 
 
 def _transaction_row(ctx: Context, item: _Pending, *, balance_after: int) -> dict[str, Any]:
-    return {
-        "member_id": item.request.member_id,
-        "transaction_id": item.transaction_id,
-        "kind": "issuance",
-        "merchant_id": ctx.merchant.merchant_id,
-        "currency": ALLIANCE_POINT,
-        "points": item.request.points,
-        "reference": item.request.reference,
-        "created_at": ctx.now,
-        "settlement_value": 0,
-        "balance_after": balance_after,
-        "reverses": None,
-        "requested_points": None,
-        "shortfall_points": None,
-        "hold_id": None,
-        "target_currency": None,
-        "target_points": None,
-    }
+    draft = writer.Draft(
+        kind="issuance",
+        member_id=item.request.member_id,
+        currency=ALLIANCE_POINT,
+        merchant_id=ctx.merchant.merchant_id,
+        points=item.request.points,
+        reference=item.request.reference,
+        transaction_id=item.transaction_id,
+    )
+    return {**writer.transaction_row(draft, now=ctx.now), "balance_after": balance_after}

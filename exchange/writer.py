@@ -63,6 +63,13 @@ async def write(conn: asyncpg.Connection, draft: Draft, *, now: Any) -> dict[str
             drafts=draft.obligations,
             now=now,
         )
+    row = transaction_row(draft, now=now)
+    row["balance_after"] = await repository.insert_transaction(conn, row)
+    return transaction_view(row)
+
+
+def transaction_row(draft: Draft, *, now: Any) -> dict[str, Any]:
+    """The `transactions` row of `draft`, but for its `balance_after`."""
     row: dict[str, Any] = {
         "member_id": draft.member_id,
         "transaction_id": draft.transaction_id,
@@ -81,5 +88,4 @@ async def write(conn: asyncpg.Connection, draft: Draft, *, now: Any) -> dict[str
         "target_points": None,
     }
     row.update(draft.extra)
-    row["balance_after"] = await repository.insert_transaction(conn, row)
-    return transaction_view(row)
+    return row
