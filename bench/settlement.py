@@ -147,7 +147,7 @@ async def _aggregate(url: str) -> tuple[float, int, int]:
 
 async def _settle(url: str, cutoff: Any) -> dict[str, Any]:
     """One real settlement run over every seeded obligation, timed phase by phase."""
-    db = await Database.connect(url, min_size=2, max_size=4)
+    db = await Database.connect(url, min_size=2, max_size=4, statement_timeout_s=None)
     try:
         phases: dict[str, float] = {}
         first_seen: dict[str, float] = {}

@@ -27,7 +27,13 @@ def database_url() -> str:
 @contextlib.asynccontextmanager
 async def open_database() -> AsyncIterator[Database]:
     settings = get_settings()
-    database = await Database.connect(database_url(), min_size=1, max_size=settings.pool_max_size)
+    # Operator commands are batch work (core.limits.STATEMENT_TIMEOUT_S): no per-statement bound.
+    database = await Database.connect(
+        database_url(),
+        min_size=1,
+        max_size=settings.pool_max_size,
+        statement_timeout_s=None,
+    )
     try:
         yield database
     finally:

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import asyncpg
 
 from core.config import Settings
+from core.limits import STATEMENT_TIMEOUT_S
 
 EMBEDDED_DATABASE = "alliance"
 
@@ -84,13 +85,22 @@ class Database:
         self.pool = pool
 
     @classmethod
-    async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 20) -> Database:
+    async def connect(
+        cls,
+        url: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 20,
+        statement_timeout_s: float | None = STATEMENT_TIMEOUT_S,
+    ) -> Database:
+        """A pool whose statements wait at most `statement_timeout_s` (None: no bound, for
+        batch work whose statements span a whole period)."""
         pool = await asyncpg.create_pool(
             asyncpg_dsn(url),
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
-            command_timeout=60,
+            command_timeout=statement_timeout_s,
         )
         return cls(pool)
 

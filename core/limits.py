@@ -41,3 +41,8 @@ SIGNATURE_FUTURE_SKEW_S: Final = 5
 
 NONCE_LENGTH_MAX: Final = 255
 """Longest `nonce` a signature may carry (the replay table stores each one)."""
+
+STATEMENT_TIMEOUT_S: Final = 60
+"""Client-side bound on one statement for the server's pool: a request never waits longer.
+Operator commands (settle, expire, verify, the scheduler) run without it: their statements span
+whole periods, and at 10,000,000 obligations the Merkle leaf sort of a run alone passed 60 s."""
