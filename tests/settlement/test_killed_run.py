@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import asyncpg
 import pytest
@@ -118,7 +119,8 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], what: str) -> None:
 
 
 def database_name(url: str) -> str:
-    return url.rsplit("/", 1)[1].split("?")[0]
+    # The path, not the last "/": the embedded server's URL ends in ?host=/its/socket/dir.
+    return urlparse(url).path.lstrip("/")
 
 
 @contextlib.asynccontextmanager
