@@ -40,25 +40,33 @@ def _with_database(url: str, name: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def migrated_database() -> AsyncIterator[str]:
-    """A new database on the test server, at the latest migration; dropped afterwards."""
+async def temporary_database(template: str | None = None) -> AsyncIterator[str]:
+    """A new database on the test server (a copy of `template`'s, when named, which must have
+    no connections); dropped afterwards."""
     server_url = _server_url()
     name = f"alliance_test_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     admin = await asyncpg.connect(server_url)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"{copy}')
     finally:
         await admin.close()
-    url = _with_database(server_url, name)
     try:
-        await upgrade_to_head_async(url)
-        yield url
+        yield _with_database(server_url, name)
     finally:
         admin = await asyncpg.connect(server_url)
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def migrated_database() -> AsyncIterator[str]:
+    """A new database on the test server, at the latest migration; dropped afterwards."""
+    async with temporary_database() as url:
+        await upgrade_to_head_async(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

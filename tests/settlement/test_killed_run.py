@@ -24,7 +24,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,7 +40,7 @@ from exchange import exchange_keys
 from exchange.service import Ledger
 from merchants import repository as merchant_repository
 from settlement import service
-from tests.conftest import PROJECT_ROOT, _server_url, _with_database, migrated_database
+from tests.conftest import PROJECT_ROOT, migrated_database, temporary_database
 from tests.factories import DEFAULT_SETTINGS, issue, make_member, make_merchant, redeem, unique
 from tests.settlement.conftest import MORNING
 
@@ -126,21 +125,8 @@ def database_name(url: str) -> str:
 @contextlib.asynccontextmanager
 async def copy_of(template_url: str) -> AsyncIterator[str]:
     """A new database with the template's every row (the template must have no connections)."""
-    server = _server_url()
-    name = f"alliance_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{database_name(template_url)}"')
-    finally:
-        await admin.close()
-    try:
-        yield _with_database(server, name)
-    finally:
-        admin = await asyncpg.connect(server)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with temporary_database(template=database_name(template_url)) as url:
+        yield url
 
 
 async def build_ledger(url: str) -> None:
