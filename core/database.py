@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import asyncpg
 
 from core.config import Settings
-from core.limits import STATEMENT_TIMEOUT_S
+from core.limits import BATCH_WORK_POOL_SIZE, STATEMENT_TIMEOUT_S
 
 EMBEDDED_DATABASE = "alliance"
 
@@ -81,8 +81,9 @@ def _json_loads(text: str) -> Any:
 class Database:
     """An asyncpg pool and the unit-of-work helper every service uses."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, url: str | None = None) -> None:
         self.pool = pool
+        self.url = url
 
     @classmethod
     async def connect(
@@ -102,7 +103,21 @@ class Database:
             init=_init_connection,
             command_timeout=statement_timeout_s,
         )
-        return cls(pool)
+        return cls(pool, url=url)
+
+    @contextlib.asynccontextmanager
+    async def for_batch_work(self) -> AsyncIterator[Database]:
+        """The same database through a small pool of its own with no statement bound, for
+        batch work a request starts (the console's settlement run): the server's pool bounds
+        every statement, and a run's statements span whole periods (STATEMENT_TIMEOUT_S)."""
+        assert self.url is not None, "only a pool opened by Database.connect knows its URL"
+        batch = await Database.connect(
+            self.url, min_size=1, max_size=BATCH_WORK_POOL_SIZE, statement_timeout_s=None
+        )
+        try:
+            yield batch
+        finally:
+            await batch.close()
 
     async def close(self) -> None:
         await self.pool.close()

@@ -46,3 +46,7 @@ STATEMENT_TIMEOUT_S: Final = 60
 """Client-side bound on one statement for the server's pool: a request never waits longer.
 Operator commands (settle, expire, verify, the scheduler) run without it: their statements span
 whole periods, and at 10,000,000 obligations the Merkle leaf sort of a run alone passed 60 s."""
+
+BATCH_WORK_POOL_SIZE: Final = 2
+"""Connections of the unbounded pool a request opens for batch work (`Database.for_batch_work`):
+a settlement run holds one for its advisory lock and works on at most one more."""

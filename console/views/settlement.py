@@ -78,7 +78,9 @@ class SettlementView(Page):
             cutoff = parse_when(
                 str(form.get("cutoff") or ""), settings.timezone if settings else None, "cutoff"
             )
-            result = await settlement.run_settlement(ctx.db, ctx.clock, cutoff=cutoff)
+            # A run's statements span whole periods: not under the server's statement bound.
+            async with ctx.db.for_batch_work() as batch:
+                result = await settlement.run_settlement(batch, ctx.clock, cutoff=cutoff)
         except DomainError as refusal:
             refused(request, refusal)
             return redirect(request, "settlement")

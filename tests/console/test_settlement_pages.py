@@ -17,6 +17,7 @@ from core.database import Database
 from exchange.service import Ledger
 from merchants import repository as merchant_repository
 from server.main import create_app
+from settlement import service as settlement_service
 from tests.console.conftest import make_user, sign_in, token_for
 from tests.factories import DEFAULT_SETTINGS, issue, make_member, make_merchant, redeem
 
@@ -116,3 +117,53 @@ async def test_runs_are_paged_newest_period_first(
             cursor = page.next_cursor
     assert len(expected) == TRADING_DAYS
     assert seen == expected
+
+
+SERVER_BOUND_S = 1.0
+
+
+async def test_a_run_started_from_the_console_is_not_cut_off_by_the_servers_statement_bound(
+    fresh_database_url: str, alliance: tuple[Database, FixedClock, str], monkeypatch
+):
+    """The server's pool cuts off any statement after its bound; a run started from the
+    console gets a pool without one, as `alliance settle` does (10M obligations outlast 60 s)."""
+    _, clock, _ = alliance
+    bounded = await Database.connect(
+        fresh_database_url, min_size=1, max_size=4, statement_timeout_s=SERVER_BOUND_S
+    )
+    real_run = settlement_service.run_settlement
+    slow_statements: list[float | None] = []
+
+    async def run_with_a_long_statement(
+        db: Database, clock: FixedClock, *, cutoff: datetime | None = None
+    ) -> dict[str, object]:
+        async with db.connection() as conn:
+            slow_statements.append(conn._config.command_timeout)
+            await conn.execute(f"SELECT pg_sleep({SERVER_BOUND_S * 1.5})")
+        return await real_run(db, clock, cutoff=cutoff)
+
+    monkeypatch.setattr(settlement_service, "run_settlement", run_with_a_long_statement)
+    operator = (await make_user(bounded, Role.OPERATOR, now=clock.now()))[0]
+    application = create_app(database=bounded, clock=clock)
+    try:
+        async with application.router.lifespan_context(application):
+            transport = httpx.ASGITransport(app=application)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://console.test"
+            ) as web:
+                assert (await sign_in(web, operator.username)).status_code == 303
+                started = await web.post(
+                    "/console/settlement/run",
+                    data={
+                        "confirm": "yes",
+                        "csrftoken": await token_for(web, "/console/settlement"),
+                    },
+                )
+        assert started.status_code == 303
+        assert slow_statements == [None]
+        async with bounded.connection() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM settlement_runs") == TRADING_DAYS
+            with pytest.raises(TimeoutError):  # the server's own pool still bounds statements
+                await conn.execute(f"SELECT pg_sleep({SERVER_BOUND_S * 1.5})")
+    finally:
+        await bounded.close()
