@@ -56,3 +56,12 @@ AUDIT_FULL_VERIFY_S: Final = 600
 entries after the last verified one (which must itself still match) are checked."""
 
 REASON_LENGTH_MAX: Final = 500
+
+JOB_HEARTBEAT_S: Final = 1.0
+"""A settlement job started from the console writes its progress and heartbeat this often."""
+JOB_STALE_S: Final = 30
+"""A job whose heartbeat is older than this is no longer running (its worker stopped): the
+page says so, and the next start closes it as interrupted. Far above the heartbeat, so a busy
+database delaying a beat or two never takes a live job for a dead one."""
+JOB_PAGE_REFRESH_S: Final = 2
+"""While a job runs, the settlement page reloads itself this often to show its progress."""

@@ -34,6 +34,7 @@ from console import users
 from console.audit import Verification
 from console.dashboard import DashboardCache
 from console.errors import InvalidInput
+from console.jobs import Jobs
 from console.users import Role, Session, User
 from core.clock import Clock
 from core.database import Database
@@ -57,6 +58,7 @@ class Console:
     base_url: str
     secret_key: str
     dashboard: DashboardCache = field(default_factory=DashboardCache)
+    jobs: Jobs = field(default_factory=Jobs)
     audit_checkpoint: Verification | None = None
     audit_checkpoint_at: float = 0.0
     _settings: AllianceSettings | None = None

@@ -106,13 +106,13 @@ async def run_detail(db: Database, run_id: str) -> dict[str, Any]:
 
 
 async def run_settlement(
-    db: Database, clock: Clock, *, cutoff: datetime | None = None
+    db: Database, clock: Clock, *, cutoff: datetime | None = None, progress: Progress = quiet
 ) -> dict[str, Any]:
     """For the console: settle up to `cutoff` (ad hoc), or every due period when None."""
     if cutoff is not None:
-        result = await settle_cutoff(db, clock, cutoff)
+        result = await settle_cutoff(db, clock, cutoff, progress=progress)
         return {"runs": [run_view(result.run)], "replayed": result.replayed}
-    results = await settle_due(db, clock)
+    results = await settle_due(db, clock, progress=progress)
     return {"runs": [run_view(r.run) for r in results], "replayed": False}
 
 

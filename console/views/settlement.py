@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette_admin import route
 
 from console import audit, repository
-from console.limits import DUE_PERIODS_SHOWN, PAGE_SIZE
+from console.limits import DUE_PERIODS_SHOWN, JOB_PAGE_REFRESH_S, PAGE_SIZE
 from console.users import Role
 from console.views.base import Page, refused
 from console.web import console, notify, parse_when, redirect, require
@@ -22,6 +22,7 @@ from core.errors import DomainError, NotFound
 _log = logging.getLogger(__name__)
 
 try:
+    from console import jobs
     from settlement import service as settlement
 except ImportError as missing:  # pragma: no cover - only while settlement is being built
     _log.warning("settlement is not available to the console: %s", missing)
@@ -49,6 +50,7 @@ class SettlementView(Page):
                 )
             # What "Run settlement" without a cut-off would settle, each in its own run.
             due = await settlement.due_periods(ctx.db, ctx.clock)
+            job = await jobs.latest(ctx.db)
         except DomainError as refusal:
             refused(request, refusal)
             return redirect(request, "settlement")
@@ -59,10 +61,13 @@ class SettlementView(Page):
             runs=runs,
             due=due[:DUE_PERIODS_SHOWN],
             due_count=len(due),
+            job=job,
+            refresh_s=JOB_PAGE_REFRESH_S,
         )
 
     @route("/run", methods=["POST"], name="settlement_run")
     async def run(self, request: Request) -> Response:
+        """Start a run as a background job (console/jobs.py); this page follows its progress."""
         user = require(request, Role.OPERATOR)
         ctx = console(request)
         if settlement is None:
@@ -73,38 +78,17 @@ class SettlementView(Page):
             notify(request, "Tick the confirmation to start a settlement run.", "error")
             return redirect(request, "settlement")
         settings = await ctx.settings()
-        now = ctx.now()
         try:
             cutoff = parse_when(
                 str(form.get("cutoff") or ""), settings.timezone if settings else None, "cutoff"
             )
-            # A run's statements span whole periods: not under the server's statement bound.
-            async with ctx.db.for_batch_work() as batch:
-                result = await settlement.run_settlement(batch, ctx.clock, cutoff=cutoff)
+            await ctx.jobs.start(ctx.db, ctx.clock, actor=user.username, cutoff=cutoff)
         except DomainError as refusal:
             refused(request, refusal)
             return redirect(request, "settlement")
-        run_ids = [run["run_id"] for run in result["runs"]]
-        async with ctx.db.transaction() as conn:
-            # The run is settlement's own unit of work (its advisory lock, its snapshot); the
-            # audit entry follows it, naming the runs it produced.
-            await audit.append(
-                conn,
-                actor=user.username,
-                action="settlement.run",
-                at=now,
-                details={
-                    "cutoff": audit.rfc3339(cutoff) if cutoff else None,
-                    "runs": run_ids,
-                    "replayed": bool(result.get("replayed")),
-                },
-            )
         ctx.dashboard.clear()
-        if not run_ids:
-            notify(request, "No period is due for settlement; nothing was run.", "info")
-            return redirect(request, "settlement")
-        notify(request, f"Settlement finished: {', '.join(run_ids)}.")
-        return redirect(request, "settlement_run_detail", run_id=run_ids[-1])
+        notify(request, "Settlement run started; this page follows it until it ends.", "info")
+        return redirect(request, "settlement")
 
     @route("/runs/{run_id}", name="settlement_run_detail")
     async def detail(self, request: Request) -> Response:

@@ -145,7 +145,11 @@ def test_an_operator_runs_a_settlement_and_downloads_its_files(
     start = page.get_by_test_id("start-run")
     start.get_by_role("checkbox").check()
     start.get_by_role("button", name="Run settlement").click()
-    expect(page.get_by_role("heading", name=re.compile("Run run_"))).to_be_visible(timeout=30_000)
+    # The run is a background job: the page follows it, reloading itself, until it ends.
+    job = page.get_by_test_id("settlement-job")
+    expect(job).to_have_attribute("data-job-state", "settled", timeout=30_000)
+    job.get_by_role("link", name=re.compile("^run_")).last.click()
+    expect(page.get_by_role("heading", name=re.compile("Run run_"))).to_be_visible()
     statements = page.get_by_test_id("statements")
     expect(statements).to_contain_text(shop["acceptor_name"])
     expect(page.get_by_test_id("matrix")).to_contain_text("3.00 CNY")  # gross receivable
