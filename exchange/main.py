@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -90,15 +89,13 @@ def _add_operator_routes(app: FastAPI) -> None:
         return metrics_response()
 
     @app.get("/", include_in_schema=False)
-    async def summary(request: Request) -> dict[str, Any]:
-        """What this exchange holds, at a glance (the admin console replaces this page)."""
-        database: Database = request.app.state.db
-        async with database.connection() as conn:
-            row = await conn.fetchrow(
-                """SELECT (SELECT count(*) FROM merchants) AS merchants,
-                          (SELECT count(*) FROM members) AS members,
-                          (SELECT count(*) FROM transactions) AS transactions,
-                          (SELECT coalesce(sum(remaining_points), 0)::bigint FROM lots
-                           WHERE currency = 'AP') AS outstanding_points"""
-            )
-        return {"service": "alliance points exchange", **dict(row)}
+    async def index() -> dict[str, str]:
+        """Where things are. Nothing about the alliance's figures: this page is unauthenticated,
+        and what the ledger holds is for the console's signed-in operators."""
+        return {
+            "service": "alliance points exchange",
+            "api": "/v1/",
+            "exchange_keys": "/v1/exchange-keys",
+            "openapi": "/openapi.json",
+            "console": "/console/",
+        }
