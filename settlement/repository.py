@@ -160,6 +160,14 @@ async def runs_in_order(conn: Connection) -> list[RunRow]:
     return [_run(row) for row in rows]
 
 
+async def alliance_start(conn: Connection) -> datetime | None:
+    """When the alliance's first settings took effect: nothing can be owed from before."""
+    start: datetime | None = await conn.fetchval(
+        "SELECT min(effective_from) FROM alliance_settings"
+    )
+    return start
+
+
 async def first_activity(conn: Connection) -> datetime | None:
     first: datetime | None = await conn.fetchval("SELECT min(created_at) FROM transactions")
     return first

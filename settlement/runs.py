@@ -97,6 +97,14 @@ async def settle(
                 settings = await merchant_repository.settings_at(conn, period.end)
                 if settings is None:
                     raise ValidationFailed("the alliance has no settings at this cut-off")
+                # The first period runs from the alliance's start: it claims everything before
+                # its end, and a statement's period is two RFC 3339 instants (PROTOCOL.md).
+                start = previous.period_end if previous else await repository.alliance_start(conn)
+                if start is None or start >= period.end:
+                    raise ValidationFailed(
+                        "a cut-off must be after the alliance's start",
+                        fields={"cutoff": period.end.isoformat()},
+                    )
                 snapshot, xmin = await repository.snapshot(conn)
                 claim = repository.claim_after(previous, end=period.end, snapshot=snapshot)
                 # The ledger's reconciliation needs nothing the run computes and reads a snapshot
@@ -109,7 +117,7 @@ async def settle(
                         run_id=new_id("run"),
                         period_date=period.period_date,
                         kind=period.kind,
-                        period_start=previous.period_end if previous else None,
+                        period_start=start,
                         period_end=period.end,
                         snapshot=snapshot,
                         snapshot_xmin=xmin,

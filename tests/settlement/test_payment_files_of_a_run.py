@@ -19,7 +19,15 @@ from core.database import Database
 from exchange.service import Ledger
 from merchants import service as merchants
 from settlement import payments, service
-from tests.factories import CREATED_AT, issue, make_member, make_merchant, redeem, unique
+from tests.factories import (
+    CREATED_AT,
+    DEFAULT_SETTINGS,
+    issue,
+    make_member,
+    make_merchant,
+    redeem,
+    unique,
+)
 
 CUTOFF = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 ACCOUNTS = {
@@ -72,7 +80,8 @@ async def test_the_csv_and_the_pain001_carry_the_statements_nets(
         assert row["amount"] == f"{abs(net) * unit:.{run.minor_units}f}"
         assert (row["run_id"], row["currency"]) == (run.run_id, run.currency)
         assert row["period_end"] == run.period_end.isoformat()
-        assert row["period_start"] == ""  # the first run
+        # The first run's period starts with the alliance: its first settings took effect.
+        assert row["period_start"] == DEFAULT_SETTINGS.effective_from.isoformat()
         assert row["merchant_name"] == names[row["merchant_id"]]
         has_account = row["merchant_id"] in with_account
         assert row["status"] == ("ready" if has_account else "missing_bank_account")

@@ -11,7 +11,7 @@ import pytest
 from core.errors import ValidationFailed
 from settlement import service
 from settlement.runs import PeriodClosed, ReconciliationFailed
-from tests.factories import issue, make_member, make_merchant, redeem, unique
+from tests.factories import DEFAULT_SETTINGS, issue, make_member, make_merchant, redeem, unique
 from tests.settlement.conftest import MORNING
 
 DAY_ONE_CLOSES = datetime(2026, 6, 1, 16, 0, tzinfo=UTC)
@@ -81,6 +81,12 @@ async def test_a_reversal_of_a_settled_redemption_lands_in_the_next_period(
     day_clock.set(DAY_ONE_CLOSES + timedelta(minutes=5))
     [first] = await service.settle_due(alliance_db, day_clock)
     before = by_merchant(await service.run_detail(alliance_db, first.run.run_id))
+    # A first period starts with the alliance (PROTOCOL: a period is two RFC 3339 instants).
+    assert first.run.period_start == DEFAULT_SETTINGS.effective_from
+    assert all(
+        statement["period"]["start"] == "2020-01-01T00:00:00.000000Z"
+        for statement in before.values()
+    )
 
     # The next morning Books refunds 100 of the 400 it accepted yesterday.
     day_clock.set(MORNING + timedelta(days=1))
