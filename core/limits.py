@@ -35,9 +35,19 @@ EXCHANGE_KEYS_CACHE_S: Final = 60
 """How long a server process reuses the exchange's signing keys before reading them again."""
 
 SIGNATURE_TOLERANCE_S: Final = 300
-"""A request signature's `created` may be at most this old (RFC 9421 leaves the window to us)."""
-SIGNATURE_FUTURE_SKEW_S: Final = 5
-"""...and at most this far ahead of the server clock, to forgive small clock drift on the client."""
+"""A request signature's `created` may differ from the server clock by at most this much, in either
+direction: PROTOCOL.md says "within 300 s of the server clock". Older is a captured request sent
+late; newer is a client whose clock runs ahead of ours. Both sides are forgiven equally, since a
+client cannot know which way its clock is off."""
+
+NONCE_GRACE_S: Final = 60
+"""Extra time a spent nonce is kept past the last instant its signature could be accepted, so that
+pruning racing a request at the edge of the window cannot forget a nonce too early."""
+
+NONCE_RETENTION_S: Final = 2 * SIGNATURE_TOLERANCE_S + NONCE_GRACE_S
+"""How long a (keyid, nonce) is remembered after the request that spent it. A signature created at
+t is accepted while the server clock is in [t - 300 s, t + 300 s], so a nonce first seen at now0
+(anywhere in that range) can come back until t + 300 s <= now0 + 600 s: twice the tolerance."""
 
 NONCE_LENGTH_MAX: Final = 255
 """Longest `nonce` a signature may carry (the replay table stores each one)."""

@@ -7,6 +7,18 @@ the key (`unknown_key`, `key_revoked`), records the nonce (`replayed_request`) a
 `check_signature` with the key. The base is built by `sdk.signing`, the canonicaliser the SDK signs
 with, so the two sides cannot drift apart.
 
+What is accepted beyond what PROTOCOL.md requires (it says "at least" and "more components may be
+covered", so a stock RFC 9421 signer must not be refused for doing more):
+- every RFC 9421 §2.2 derived request component: `@method`, `@target-uri`, `@authority`,
+  `@scheme`, `@request-target`, `@path`, `@query`, and `@query-param` with its `name`;
+- any header field of the request by its lowercase name, without parameters;
+- the `tag` parameter, which is ignored (this protocol defines no tags);
+- a `Content-Digest` with more algorithms than sha-256: only sha-256 is checked (RFC 9530 lets a
+  recipient ignore the ones it does not check), and it must be there and match.
+Refused, because in a request they cannot be right or are not implemented: `;req` (a response's
+reference to its request, §2.4), `@status` (a response component), `@query-param` without a
+`name` or for a parameter that is absent or repeated, and field parameters `;sf`, `;key`, `;bs`.
+
 Framework-free on purpose: it takes plain values, so it is tested without ASGI and any framework
 can call it. See docs/decisions/0006-http-message-signatures.md.
 """
@@ -15,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -26,7 +39,7 @@ from http_sf.item import ser_item
 from http_sf.types import BareItemType, InnerListType, ParamsType
 
 from core.errors import DomainError
-from core.limits import SIGNATURE_FUTURE_SKEW_S, SIGNATURE_TOLERANCE_S
+from core.limits import SIGNATURE_TOLERANCE_S
 from sdk import signing
 
 __all__ = [
@@ -41,10 +54,9 @@ __all__ = [
 SignatureCode = Literal["signature_missing", "signature_invalid", "signature_expired"]
 
 _KNOWN_PARAMS: Final = frozenset({"created", "expires", "keyid", "nonce", "alg", "tag"})
-_DIGESTS: Final = {
-    "sha-256": hashlib.sha256,
-    "sha-512": hashlib.sha512,
-}
+_SCHEME_WITHOUT_PROXY: Final = "http"
+"""The scheme of a request that no proxy vouches for: the exchange serves plain HTTP only."""
+_FORWARDED_PROTO: Final = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 
 
 class SignatureError(DomainError):
@@ -72,6 +84,9 @@ class SignedRequest:
     `", ".join(request.headers.getlist(name))`, whose parser already trims each line). Covered
     values are used verbatim."""
     body: bytes
+    scheme: str | None = None
+    """The scheme the client sent the request with, for `@scheme` and `@target-uri`, when the
+    caller knows it; `None` derives it from the headers (see `_request_scheme`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +120,17 @@ def read_signature(
 ) -> SignatureClaims:
     """Parse and check a request's signature, short of the key; raise `SignatureError` if refused.
 
-    Refusals: no `Signature` or `Signature-Input` → `signature_missing`; a `created` older than
-    `tolerance_s` or more than SIGNATURE_FUTURE_SKEW_S ahead of `now`, or an `expires` not after
-    `now` → `signature_expired`; anything else wrong → `signature_invalid`.
+    Refusals: no `Signature` or `Signature-Input` → `signature_missing`; a `created` more than
+    `tolerance_s` before or after `now`, or an `expires` not after `now` → `signature_expired`;
+    anything else wrong → `signature_invalid`.
     """
     fields = {name.lower(): value for name, value in request.headers.items()}
     member = _single_signature(fields)
     _check_algorithm(member)
     key_id, nonce, created, expires = _read_params(member.params)
     _check_window(created, expires, now=now, tolerance_s=tolerance_s)
-    names = _covered_names(member.components, request)
-    lines = _component_lines(names, request, fields)
+    covered = _covered_components(member.components, request)
+    lines = _component_lines(covered, request, fields)
     _check_content_digest(request.body, fields.get("content-digest"))
     return SignatureClaims(
         label=member.label,
@@ -232,10 +247,11 @@ def _read_params(params: ParamsType) -> tuple[str, str, int, int | None]:
     unknown = sorted(set(params) - _KNOWN_PARAMS)
     if unknown:
         raise _invalid(f"unknown signature parameters {unknown}")
-    if "tag" in params:
-        # A tag names the application a signature is meant for (RFC 9421 §2.3); this protocol
-        # defines none, so a tagged signature was made for something else.
-        raise _invalid("tagged signatures are not accepted by this protocol")
+    # `tag` (RFC 9421 §2.3) lets a signer say which application a signature is for. PROTOCOL.md
+    # defines no tag and forbids none, and stock signers may always add one: it is ignored.
+    # Only its type is checked, like every other parameter's: RFC 9421 makes it a String.
+    if "tag" in params and not isinstance(params["tag"], str):
+        raise _invalid("tag must be a string")
     key_id = _string_param(params, "keyid")
     nonce = _string_param(params, "nonce")
     created = _integer_param(params, "created")
@@ -262,8 +278,14 @@ def _integer_param(params: ParamsType, name: str) -> int:
 
 
 def _check_window(created: int, expires: int | None, *, now: int, tolerance_s: int) -> None:
-    if created > now + SIGNATURE_FUTURE_SKEW_S:
-        raise SignatureError("signature_expired", f"created is {created - now} s in the future")
+    # Symmetric (PROTOCOL.md: "within 300 s of the server clock"): a client's clock may be ahead
+    # of ours as much as a request may be late. The nonce is kept for the whole window both ways
+    # (core.limits.NONCE_RETENTION_S), so a request from the future cannot be replayed later.
+    if created > now + tolerance_s:
+        raise SignatureError(
+            "signature_expired",
+            f"created is {created - now} s in the future; the limit is {tolerance_s} s",
+        )
     if created < now - tolerance_s:
         raise SignatureError(
             "signature_expired", f"created {now - created} s ago; the limit is {tolerance_s} s"
@@ -275,47 +297,99 @@ def _check_window(created: int, expires: int | None, *, now: int, tolerance_s: i
 # --- Covered components and content --------------------------------------------------------------
 
 
-def _covered_names(
+def _covered_components(
     components: list[tuple[BareItemType, ParamsType]], request: SignedRequest
-) -> list[str]:
-    """The covered components as bare names, refusing what this verifier doesn't support and a
-    set that leaves out anything PROTOCOL.md requires."""
-    names: list[str] = []
+) -> list[str | signing.QueryParam]:
+    """The covered components as `sdk.signing` takes them (bare names, or `QueryParam`), refusing
+    parameters that cannot be right in a request or are not implemented, and a set that leaves out
+    anything PROTOCOL.md requires. Unknown names are refused by the canonicaliser."""
+    covered: list[str | signing.QueryParam] = []
     for value, params in components:
         if not isinstance(value, str):
             raise _invalid("component identifiers must be strings")
-        if params:
-            # `;req`, `;sf`, `;key`, `;bs`, `;name` are not needed by this protocol, and every
-            # variant is another canonicalisation to get exactly right; so none is accepted.
-            raise _invalid(f"covered component {ser_item((value, params))} is not supported")
-        names.append(value)
+        identifier = ser_item((value, params))
+        if "req" in params:
+            raise _invalid(
+                f"covered component {identifier}: ;req names a component of the request a "
+                "response answers (RFC 9421 §2.4), a request signature cannot use it"
+            )
+        if value == "@query-param":
+            covered.append(_query_param(identifier, params))
+        elif params:
+            # `;sf`, `;key` and `;bs` re-serialise a field (§2.1.1-§2.1.3); the gateway sees each
+            # field combined, not line by line, so they are not implemented. `;name` belongs only
+            # to `@query-param`.
+            raise _invalid(
+                f"covered component {identifier} is not supported: only @query-param takes a "
+                "parameter (name); header fields are covered by their plain name"
+            )
+        else:
+            covered.append(value)
     try:
         required = signing.request_covered_components(
             method=request.method, query=request.query, body=request.body
         )
     except ValueError as error:
         raise _invalid(str(error)) from error
-    missing = [name for name in required if name not in names]
+    missing = [name for name in required if name not in covered]
     if missing:
         raise _invalid(f"the signature must cover {', '.join(missing)}")
-    return names
+    return covered
+
+
+def _query_param(identifier: str, params: ParamsType) -> signing.QueryParam:
+    name = params.get("name")
+    if set(params) != {"name"} or not isinstance(name, str):
+        # http-sf parses a Token to a `Token`, not a `str`: `name=x` without quotes is refused too.
+        raise _invalid(
+            f"covered component {identifier}: @query-param takes exactly one parameter, name, a "
+            "string (RFC 9421 §2.2.8)"
+        )
+    return signing.QueryParam(name)
+
+
+def _request_scheme(request: SignedRequest) -> str:
+    """The scheme the client used, for `@scheme` and `@target-uri`.
+
+    Derived the way `@authority` is, from what the client side says rather than from the socket:
+    behind a TLS-terminating proxy the exchange sees plain HTTP, and `@authority` already comes
+    from the Host header as the client sent it. So the scheme is the caller's `request.scheme`
+    when given, else the first value of the proxy's `X-Forwarded-Proto`, else `http`: the exchange
+    serves plain HTTP only (on loopback in development), so a request no proxy speaks for came over
+    http. Taking the header from whoever sent it concedes nothing: like Host, it only has to match
+    what the signature covers, and a replay is stopped by the nonce, not by the scheme.
+    """
+    if request.scheme is not None:
+        return request.scheme
+    forwarded = request.headers.get("x-forwarded-proto")
+    if forwarded is None:
+        return _SCHEME_WITHOUT_PROXY
+    first = forwarded.split(",")[0].strip()
+    if not _FORWARDED_PROTO.fullmatch(first):
+        raise _invalid(f"X-Forwarded-Proto {forwarded!r} is not a scheme")
+    return first.lower()
 
 
 def _component_lines(
-    names: list[str], request: SignedRequest, fields: Mapping[str, str]
+    covered: list[str | signing.QueryParam], request: SignedRequest, fields: Mapping[str, str]
 ) -> list[tuple[str, str]]:
     # Duplicates, unsupported derived components and absent headers all surface as ValueError
     # from the shared canonicaliser.
-    if len(set(names)) != len(names):
+    if len(set(covered)) != len(covered):
         raise _invalid("a component is covered more than once")
+    # Only the scheme-bearing components use the scheme; `@authority` is derived as before,
+    # dropping the default port of either scheme (a proxy may not say which the client used).
+    needs_scheme = any(name in ("@scheme", "@target-uri") for name in covered)
+    received_scheme = _request_scheme(request) if needs_scheme else None
     try:
         return signing.request_components(
-            covered=names,
+            covered=covered,
             method=request.method,
             authority=request.authority,
             path=request.path,
             query=request.query,
             headers=fields,
+            received_scheme=received_scheme,
             combined_fields=True,
         )
     except ValueError as error:
@@ -323,22 +397,19 @@ def _component_lines(
 
 
 def _check_content_digest(body: bytes, value: str | None) -> None:
-    """With a body, `Content-Digest` must hold a sha-256 of exactly these bytes (RFC 9530); every
-    digest it holds must match, and only sha-256 and sha-512 are understood."""
+    """With a body, `Content-Digest` must hold a sha-256 of exactly these bytes (PROTOCOL.md,
+    RFC 9530). Other algorithms beside it are ignored, matching or not: RFC 9530 lets a recipient
+    check only those it chooses, and sha-256 is the one PROTOCOL.md requires."""
     if value is None:
         if body:
             raise _invalid("a request with a body needs a Content-Digest")
         return
     digests = _parse_dictionary("Content-Digest", value)
     if "sha-256" not in digests:
-        raise _invalid("Content-Digest has no sha-256 digest")
-    for algorithm, member in digests.items():
-        digest = _DIGESTS.get(algorithm)
-        if digest is None:
-            raise _invalid(f"Content-Digest algorithm {algorithm!r} is not accepted")
-        claimed = _byte_sequence("Content-Digest", member)
-        if not hmac.compare_digest(claimed, digest(body).digest()):
-            raise _invalid(f"Content-Digest {algorithm} does not match the body")
+        raise _invalid("Content-Digest has no sha-256 digest, which PROTOCOL.md requires")
+    claimed = _byte_sequence("Content-Digest", digests["sha-256"])
+    if not hmac.compare_digest(claimed, hashlib.sha256(body).digest()):
+        raise _invalid("Content-Digest sha-256 does not match the body")
 
 
 def _base(lines: list[tuple[str, str]], member: _Member) -> bytes:

@@ -19,6 +19,7 @@ import binascii
 import hashlib
 import hmac
 import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -31,7 +32,7 @@ __all__ = [
     "CREATED_TOLERANCE_S",
     "DEFAULT_LABEL",
     "ED25519_SIGNATURE_BYTES",
-    "FUTURE_SKEW_S",
+    "QueryParam",
     "RESPONSE_COMPONENTS",
     "ResponseSignatureError",
     "UnknownResponseKeyError",
@@ -42,10 +43,13 @@ __all__ = [
     "field_value",
     "method_value",
     "path_value",
+    "query_param_value",
     "query_value",
     "request_components",
     "request_covered_components",
+    "request_target_value",
     "response_signature_lines",
+    "scheme_value",
     "serialize_signature_params",
     "serialize_string",
     "sign_ed25519",
@@ -54,6 +58,7 @@ __all__ = [
     "signature_base",
     "split_url",
     "status_value",
+    "target_uri_value",
     "verify_ed25519",
     "verify_response",
 ]
@@ -64,16 +69,22 @@ ED25519_SIGNATURE_BYTES: Final = 64
 ED25519_PUBLIC_KEY_BYTES: Final = 32
 DEFAULT_LABEL: Final = "sig1"
 
-# The SDK may not import `core`, so it keeps its own copy of the server's windows (core/limits.py).
+# The SDK may not import `core`, so it keeps its own copy of the server's window (core/limits.py).
 CREATED_TOLERANCE_S: Final = 300
-"""A response signature older than this is refused by `verify_response`."""
-FUTURE_SKEW_S: Final = 5
-"""...and so is one created more than this far ahead of the local clock."""
+"""A response or webhook signature whose `created` differs from the local clock by more than this,
+either way, is refused (`verify_response`, `verify_webhook`). Symmetric like the exchange's own
+window (PROTOCOL.md: "within 300 s"): a client whose clock is behind the exchange's sees signatures
+from its future, one whose clock is ahead sees them as old, and neither is the exchange's fault."""
 
 RESPONSE_COMPONENTS: Final = ('"@status"', '"content-digest"', '"@method";req', '"@path";req')
 """What the exchange covers in every response signature (PROTOCOL.md), in this order."""
 
 _DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
+_FORM_UNENCODED: Final = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789*-._"
+)
+"""Bytes left as they are by the WHATWG application/x-www-form-urlencoded percent-encode set, which
+RFC 9421 §2.2.8 re-encodes `@query-param` names and values with (a space becomes %20, not +)."""
 _SF_INTEGER_MAX: Final = 999_999_999_999_999  # RFC 8941 §3.3.1: at most 15 digits
 _SF_KEY: Final = re.compile(r"[a-z*][a-z0-9_\-.*]*")  # RFC 8941 §3.2 dictionary/parameter key
 _SF_STRING: Final = r'"(?:[ !#-\[\]-~]|\\[\\"])*"'  # RFC 8941 §3.3.3, escapes included
@@ -301,6 +312,72 @@ def query_value(query: str | None) -> str:
     return f"?{query or ''}"
 
 
+def scheme_value(scheme: str) -> str:
+    """`@scheme` (§2.2.4): the URL scheme, lowercased."""
+    if not _SCHEME.fullmatch(scheme.lower()):
+        raise ValueError(f"{scheme!r} is not a URL scheme")
+    return scheme.lower()
+
+
+def request_target_value(path: str, query: str | None) -> str:
+    """`@request-target` (§2.2.5) of an origin-form request (every request this protocol makes):
+    the path and the query as sent, `?` included when the URL has one."""
+    return path_value(path) + ("" if query is None else f"?{query}")
+
+
+def target_uri_value(scheme: str, authority: str, path: str, query: str | None) -> str:
+    """`@target-uri` (§2.2.2): the absolute URI the request was sent to, rebuilt as RFC 9110 §7.1
+    does from the scheme, the authority as sent (the Host header: not normalised, unlike
+    `@authority`), the path and the query."""
+    host = authority.strip()
+    if not host:
+        raise ValueError("the authority has no host")
+    return f"{scheme_value(scheme)}://{host}{request_target_value(path, query)}"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParam:
+    """The `"@query-param";name="…"` component (RFC 9421 §2.2.8) of one query parameter."""
+
+    name: str
+    """The `name` parameter as written in the component identifier: the encoded name."""
+
+    @property
+    def identifier(self) -> str:
+        return f"{component_id('@query-param')};name={serialize_string(self.name)}"
+
+
+def query_param_value(query: str | None, name: str) -> str:
+    """`@query-param` (§2.2.8): the value of the query parameter `name`, decoded as an
+    application/x-www-form-urlencoded query is (`+` is a space), then percent-encoded again with
+    the form-urlencoded set and a space as %20.
+
+    `name` is the encoded name from the identifier and is decoded before matching. A parameter that
+    is absent or occurs more than once raises `ValueError`: the RFC forbids covering a repeated one
+    (cover `@query` instead), and there is nothing to cover for an absent one.
+    """
+    wanted = urllib.parse.unquote(name)
+    values = [
+        value
+        for key, value in urllib.parse.parse_qsl(query or "", keep_blank_values=True)
+        if key == wanted
+    ]
+    if not values:
+        raise ValueError(f"query parameter {name!r} is not in the request")
+    if len(values) > 1:
+        raise ValueError(
+            f"query parameter {name!r} occurs {len(values)} times; a repeated parameter cannot be "
+            'covered with "@query-param" (RFC 9421 §2.2.8), cover "@query" instead'
+        )
+    return _form_encode(values[0])
+
+
+def _form_encode(text: str) -> str:
+    return "".join(
+        chr(byte) if byte in _FORM_UNENCODED else f"%{byte:02X}" for byte in text.encode("utf-8")
+    )
+
+
 def status_value(status: int) -> str:
     """`@status` (§2.2.9): the three-digit status code."""
     if type(status) is not int or not 100 <= status <= 999:
@@ -326,37 +403,65 @@ def request_covered_components(*, method: str, query: str | None, body: bytes) -
     return covered
 
 
+_RESPONSE_ONLY: Final = frozenset({"@status"})
+"""Derived components that exist only in a response (RFC 9421 §2.2.9)."""
+
+
 def request_components(
     *,
-    covered: Sequence[str],
+    covered: Sequence[str | QueryParam],
     method: str,
     authority: str,
     path: str,
     query: str | None,
     headers: Mapping[str, str],
     scheme: str | None = None,
+    received_scheme: str | None = None,
     combined_fields: bool = False,
 ) -> list[tuple[str, str]]:
-    """Signature-base lines for a request's `covered` components (bare names, no parameters).
+    """Signature-base lines for a request's `covered` components: bare names (`"@path"`,
+    `"x-extra"`, no parameters) or `QueryParam`s.
 
-    Supports the derived components this protocol uses (`@method`, `@authority`, `@path`,
-    `@query`) and header fields by lowercase name; anything else raises `ValueError`.
+    Supports the RFC 9421 §2.2 derived request components (`@method`, `@target-uri`,
+    `@authority`, `@scheme`, `@request-target`, `@path`, `@query`, `@query-param`) and header
+    fields by lowercase name; anything else raises `ValueError`.
+
+    `scheme` is the URL's scheme when it is known (a client signing its own URL): `@authority`
+    then drops only that scheme's default port. A server that can only derive the scheme of a
+    request it received passes `received_scheme` instead: `@scheme` and `@target-uri` use it, and
+    `@authority` drops the default port of either http or https (see `authority_value`).
 
     A header value is one field line, trimmed here, unless `combined_fields`: then each value is
     already the RFC 9421 §2.1 combination of all the field's lines (each trimmed, joined by ", ")
     and is used verbatim, since trimming it again would drop the space after a trailing empty line.
     """
     fields = {name.lower(): value for name, value in headers.items()}
+
+    def url_scheme() -> str:
+        known = scheme if scheme is not None else received_scheme
+        if known is None:
+            raise ValueError("@scheme and @target-uri need the request's scheme")
+        return known
+
     derived = {
         "@method": lambda: method_value(method),
+        "@target-uri": lambda: target_uri_value(url_scheme(), authority, path, query),
         "@authority": lambda: authority_value(authority, scheme=scheme),
+        "@scheme": lambda: scheme_value(url_scheme()),
+        "@request-target": lambda: request_target_value(path, query),
         "@path": lambda: path_value(path),
         "@query": lambda: query_value(query),
     }
     lines: list[tuple[str, str]] = []
     for name in covered:
-        if name in derived:
+        if isinstance(name, QueryParam):
+            lines.append((name.identifier, query_param_value(query, name.name)))
+        elif name in derived:
             lines.append((component_id(name), derived[name]()))
+        elif name in _RESPONSE_ONLY:
+            raise ValueError(f"{name!r} is a response component; a request cannot cover it")
+        elif name == "@query-param":
+            raise ValueError('"@query-param" needs a name parameter (RFC 9421 §2.2.8)')
         elif name.startswith("@"):
             raise ValueError(f"derived component {name!r} is not supported in a request")
         elif name not in fields:
@@ -555,8 +660,11 @@ def _check_response_params(params: Mapping[str, int | str], *, now: int, toleran
         raise ResponseSignatureError("the signature needs an integer created and a string keyid")
     if alg != ALGORITHM:
         raise ResponseSignatureError(f"algorithm {alg!r} is not {ALGORITHM}")
-    if created > now + FUTURE_SKEW_S or created < now - tolerance_s:
-        raise ResponseSignatureError("the response signature is outside its time window")
+    if abs(now - created) > tolerance_s:
+        raise ResponseSignatureError(
+            f"the response signature was created {created - now:+d} s from the local clock; "
+            f"at most {tolerance_s} s either way is accepted"
+        )
     if expires is not None and (not isinstance(expires, int) or expires <= now):
         raise ResponseSignatureError("the response signature has expired")
     return key_id

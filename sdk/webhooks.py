@@ -30,7 +30,6 @@ from sdk._errors import AllianceError
 from sdk.signing import (
     ALGORITHM,
     CREATED_TOLERANCE_S,
-    FUTURE_SKEW_S,
     content_digest,
     request_components,
     request_covered_components,
@@ -99,9 +98,10 @@ def verify_webhook(
     `url` is the absolute URL the exchange sent it to, as it sent it (behind a proxy, your public
     webhook URL, not the internal one); `headers` its header fields (one value per name, repeated
     lines joined by ", "); `body` the exact bytes received; `public_keys` the exchange's keys by
-    key id (raw 32-byte Ed25519); `now` the Unix time. The signature must be at most
-    `tolerance_s` old. This function keeps no state: to refuse a replay within the window,
-    remember the idempotency keys (or nonces) you have processed.
+    key id (raw 32-byte Ed25519); `now` the Unix time. The signature's `created` must be within
+    `tolerance_s` of `now`, either way (your clock may be behind the exchange's or ahead of it).
+    This function keeps no state: to refuse a replay within the window, remember the idempotency
+    keys (or nonces) you have processed.
     """
     fields = {name.lower(): value.strip() for name, value in headers.items()}
     label, params_text, covered, params = _read_input(fields.get("signature-input"))
@@ -181,8 +181,11 @@ def _check_params(
         raise WebhookVerificationError("the signature needs keyid, nonce and an integer created")
     if alg != ALGORITHM:
         raise WebhookVerificationError(f"algorithm {alg!r} is not {ALGORITHM}")
-    if not now - tolerance_s <= created <= now + FUTURE_SKEW_S:
-        raise WebhookVerificationError("the webhook signature is outside its time window")
+    if abs(now - created) > tolerance_s:
+        raise WebhookVerificationError(
+            f"the webhook signature was created {created - now:+.0f} s from the local clock; "
+            f"at most {tolerance_s} s either way is accepted"
+        )
     if expires is not None and (not isinstance(expires, int) or expires <= now):
         raise WebhookVerificationError("the webhook signature has expired")
     return key_id, nonce, created

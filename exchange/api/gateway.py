@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.clock import Clock
 from core.database import Database
 from core.errors import DomainError
-from core.limits import NONCE_LENGTH_MAX, REQUEST_BODY_BYTES_MAX, SIGNATURE_TOLERANCE_S
+from core.limits import NONCE_LENGTH_MAX, NONCE_RETENTION_S, REQUEST_BODY_BYTES_MAX
 from exchange import nonces
 from exchange.api.keyring import KeyRing
 from exchange.api.problems import problem_response
@@ -35,7 +35,6 @@ from merchants import service as merchants
 from merchants.models import MerchantStatus
 
 UNSIGNED_PATHS = frozenset({"/v1/exchange-keys"})
-NONCE_GRACE_S = 60
 
 
 class Refusal(Exception):
@@ -162,7 +161,7 @@ async def _check_key_and_claim_nonce(
         raise Refusal(error.code, error.detail) from None
     if merchant.status is not MerchantStatus.ACTIVE:
         raise Refusal("merchant_suspended", f"the merchant is {merchant.status.value}")
-    expires_at = now + timedelta(seconds=SIGNATURE_TOLERANCE_S + NONCE_GRACE_S)
+    expires_at = now + timedelta(seconds=NONCE_RETENTION_S)
     if not await nonces.claim(
         conn, key_id=claims.key_id, nonce=claims.nonce, expires_at=expires_at
     ):

@@ -351,6 +351,14 @@ def test_verify_response_reads_header_names_in_any_case() -> None:
     assert _verify(headers) == "exchange-key-1"
 
 
+@pytest.mark.parametrize("offset", [-200, -signing.CREATED_TOLERANCE_S, 200, 300])
+def test_verify_response_accepts_a_clock_off_by_up_to_the_tolerance_either_way(
+    offset: int,
+) -> None:
+    # A negative offset is a client clock behind the exchange's: the signature is from its future.
+    assert _verify(_response(), now=NOW + offset) == "exchange-key-1"
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -361,7 +369,7 @@ def test_verify_response_reads_header_names_in_any_case() -> None:
         {"public_keys": {"exchange-key-1": OTHER_PUBLIC_KEY}},
         {"public_keys": {}},
         {"now": NOW + signing.CREATED_TOLERANCE_S + 1},
-        {"now": NOW - signing.FUTURE_SKEW_S - 1},
+        {"now": NOW - signing.CREATED_TOLERANCE_S - 1},
     ],
     ids=[
         "status",
@@ -444,3 +452,100 @@ def test_verify_response_accepts_an_unexpired_expires() -> None:
         "Signature": f"sig1=:{base64.b64encode(signature).decode()}:",
     }
     assert _verify(headers) == "exchange-key-1"
+
+
+# --- The other RFC 9421 §2.2 derived request components (the RFC's own examples) ----------------
+
+
+def test_target_uri_scheme_and_request_target_follow_rfc_9421_examples() -> None:
+    # RFC 9421 §2.2.2, §2.2.4, §2.2.5: POST /path?param=value to https://www.example.com
+    assert (
+        signing.target_uri_value("https", "www.example.com", "/path", "param=value")
+        == "https://www.example.com/path?param=value"
+    )
+    assert signing.scheme_value("HTTPS") == "https"
+    assert signing.request_target_value("/path", "param=value") == "/path?param=value"
+    assert signing.request_target_value("", None) == "/"
+    assert signing.request_target_value("/p", "") == "/p?"
+
+
+@pytest.mark.parametrize(
+    ("query", "name", "value"),
+    [
+        ("param=value&foo=bar&baz=batman&qux=", "baz", "batman"),
+        ("param=value&foo=bar&baz=batman&qux=", "qux", ""),
+        (
+            "var=this%20is%20a%20big%0Avalue&bar=with+plus+whitespace",
+            "var",
+            "this%20is%20a%20big%0Avalue",
+        ),
+        (
+            "var=this%20is%20a%20big%0Avalue&bar=with+plus+whitespace",
+            "bar",
+            "with%20plus%20whitespace",
+        ),
+        ("fa%C3%A7ade%22%3A%20=something", "fa%C3%A7ade%22%3A%20", "something"),
+        ("tilde=%7e~&star=*", "tilde", "%7E%7E"),
+        ("tilde=%7e~&star=*", "star", "*"),
+        ("flag", "flag", ""),
+    ],
+)
+def test_query_param_value_follows_rfc_9421_section_2_2_8(
+    query: str, name: str, value: str
+) -> None:
+    assert signing.query_param_value(query, name) == value
+
+
+@pytest.mark.parametrize(("query", "name"), [(None, "a"), ("a=1", "b"), ("a=1&a=2", "a")])
+def test_query_param_value_refuses_an_absent_or_repeated_parameter(
+    query: str | None, name: str
+) -> None:
+    with pytest.raises(ValueError, match="query parameter"):
+        signing.query_param_value(query, name)
+
+
+def test_request_components_build_every_derived_request_component() -> None:
+    lines = signing.request_components(
+        covered=[
+            "@method",
+            "@target-uri",
+            "@authority",
+            "@scheme",
+            "@request-target",
+            "@path",
+            "@query",
+            signing.QueryParam("Pet"),
+        ],
+        method="get",
+        authority="Example.COM:443",
+        path="/v1/x",
+        query="Pet=dog+cat",
+        headers={},
+        received_scheme="https",
+    )
+    assert lines == [
+        ('"@method"', "GET"),
+        ('"@target-uri"', "https://Example.COM:443/v1/x?Pet=dog+cat"),
+        ('"@authority"', "example.com"),
+        ('"@scheme"', "https"),
+        ('"@request-target"', "/v1/x?Pet=dog+cat"),
+        ('"@path"', "/v1/x"),
+        ('"@query"', "?Pet=dog+cat"),
+        ('"@query-param";name="Pet"', "dog%20cat"),
+    ]
+
+
+@pytest.mark.parametrize("name", ["@status", "@query-param", "@signature-params", "@unknown"])
+def test_request_components_refuse_what_a_request_cannot_cover(name: str) -> None:
+    with pytest.raises(ValueError, match="component|name parameter"):
+        signing.request_components(
+            covered=[name], method="GET", authority="h", path="/", query=None, headers={}
+        )
+
+
+def test_request_components_need_a_scheme_for_scheme_and_target_uri() -> None:
+    for name in ("@scheme", "@target-uri"):
+        with pytest.raises(ValueError, match="scheme"):
+            signing.request_components(
+                covered=[name], method="GET", authority="h", path="/", query=None, headers={}
+            )
