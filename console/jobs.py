@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -82,9 +83,16 @@ class Jobs:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(
-        self, db: Database, clock: Clock, *, actor: str, cutoff: datetime | None
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        actor: str,
+        cutoff: datetime | None,
+        on_end: Callable[[], None] = lambda: None,
     ) -> str:
-        """Record a job and start it; refused while another job is running anywhere."""
+        """Record a job and start it; refused while another job is running anywhere. `on_end`
+        is called when it ends, whatever the outcome (the dashboard drops its cached figures)."""
         job_id = new_id("job")
         async with db.transaction() as conn:
             await _close_stale(conn)
@@ -113,12 +121,8 @@ class Jobs:
         task = asyncio.create_task(_run(db, clock, job_id, actor=actor, cutoff=cutoff))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: on_end())
         return job_id
-
-    async def wait(self) -> None:
-        """Until every job this worker started has ended (for tests and shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
 async def latest(db: Database) -> Job | None:

@@ -82,7 +82,13 @@ class SettlementView(Page):
             cutoff = parse_when(
                 str(form.get("cutoff") or ""), settings.timezone if settings else None, "cutoff"
             )
-            await ctx.jobs.start(ctx.db, ctx.clock, actor=user.username, cutoff=cutoff)
+            await ctx.jobs.start(
+                ctx.db,
+                ctx.clock,
+                actor=user.username,
+                cutoff=cutoff,
+                on_end=ctx.dashboard.clear,
+            )
         except DomainError as refusal:
             refused(request, refusal)
             return redirect(request, "settlement")
