@@ -8,7 +8,9 @@ merchant's liability limit, idempotent by its own key, its effect and its record
 together; and the results are what issuing them one after another would return, `balance_after`
 included. What the run cannot settle alone (a key another request holds, a liability limit in
 the way) raises `NotBulkable` before anything is written: the caller rolls back and issues
-those operations one by one, which refuses exactly the ones that do not fit.
+those operations one by one, which refuses exactly the ones that do not fit. An issuance refused
+for its member (not found) is recorded under its key with the run, as `Ledger.issue` records a
+refusal (ADR 0013); a key that ran before replays its result or its refusal.
 """
 
 from __future__ import annotations
@@ -114,11 +116,18 @@ async def _write(
     await repository.open_member_accounts(conn, members, ALLIANCE_POINT)
     locked = await repository.lock_member_accounts(conn, members, ALLIANCE_POINT)
     results: dict[int, Result] = {}
+    refusals: list[tuple[str, bytes, DomainError]] = []
     for item in pending:
         if item.request.member_id not in locked:
-            results[item.index] = NotFound("no such member", fields={"member_id": "not found"})
+            refusal = NotFound("no such member", fields={"member_id": "not found"})
+            results[item.index] = refusal
+            refusals.append((item.request.idempotency_key, item.fingerprint, refusal))
     issuing = [item for item in pending if item.request.member_id in locked]
     if not issuing:
+        # Refused as `earn.issue` refuses it, and recorded as `Ledger.issue` records it.
+        await idempotency.record_all(
+            conn, merchant_id=ctx.merchant.merchant_id, results=refusals, now=ctx.now
+        )
         return results
     await _reserve(conn, ctx, issuing)
     available = await repository.available_before_clamp(
@@ -170,8 +179,11 @@ async def _write(
         conn,
         merchant_id=merchant_id,
         results=[
-            (item.request.idempotency_key, item.fingerprint, body)
-            for item, body in zip(issuing, bodies, strict=True)
+            *(
+                (item.request.idempotency_key, item.fingerprint, body)
+                for item, body in zip(issuing, bodies, strict=True)
+            ),
+            *refusals,
         ],
         now=ctx.now,
     )

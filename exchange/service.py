@@ -3,6 +3,8 @@
 Every mutation runs in one READ COMMITTED transaction that (1) checks the acting merchant may
 transact, (2) claims the idempotency key, (3) locks the member account(s) it touches, (4) applies
 the rule, (5) records the idempotency result, and commits, or on any refusal rolls back whole.
+A refusal by a rule of the ledger is then recorded under the key in a transaction of its own,
+the key held throughout, so that a retry replays it (ADR 0013).
 """
 
 from __future__ import annotations
@@ -125,27 +127,54 @@ class Ledger:
         fingerprint: bytes,
         run: Callable[[asyncpg.Connection, Context], Awaitable[dict[str, Any]]],
     ) -> Outcome:
-        """Claim the key in one transaction, replay its record or `run` and record the result."""
-        async with self.db.transaction() as conn:
-            ctx = await self._context(conn, merchant_id)
-            stored = await idempotency.claim(
-                conn,
-                merchant_id=merchant_id,
-                key=idempotency_key,
-                fingerprint=fingerprint,
-                now=ctx.now,
-            )
-            if stored is not None:
-                return Outcome(stored, replayed=True)
-            body = await run(conn, ctx)
-            await idempotency.record(
-                conn,
-                merchant_id=merchant_id,
-                key=idempotency_key,
-                fingerprint=fingerprint,
-                response=body,
-                now=ctx.now,
-            )
+        """Claim the key in one transaction, replay its record or `run` and record the result.
+
+        A refusal `run` meets (a rule of the ledger, `idempotency.recordable`) rolls its effects
+        back and is recorded right after, in a transaction of its own, while the key is still
+        held: a retry replays it (`idempotency.RefusalReplayed`), as it would a result.
+        """
+        async with self.db.connection() as conn:
+            refused: tuple[DomainError, datetime] | None = None
+            try:
+                async with conn.transaction():
+                    ctx = await self._context(conn, merchant_id)
+                    stored = await idempotency.claim(
+                        conn,
+                        merchant_id=merchant_id,
+                        key=idempotency_key,
+                        fingerprint=fingerprint,
+                        now=ctx.now,
+                    )
+                    if stored is not None:
+                        return Outcome(stored, replayed=True)
+                    try:
+                        body = await run(conn, ctx)
+                    except DomainError as error:
+                        if idempotency.recordable(error):
+                            await idempotency.keep(
+                                conn, merchant_id=merchant_id, key=idempotency_key
+                            )
+                            refused = error, ctx.now
+                        raise
+                    await idempotency.record(
+                        conn,
+                        merchant_id=merchant_id,
+                        key=idempotency_key,
+                        fingerprint=fingerprint,
+                        response=body,
+                        now=ctx.now,
+                    )
+            except DomainError as error:
+                if refused is not None and refused[0] is error:
+                    await idempotency.record_refusal(
+                        conn,
+                        merchant_id=merchant_id,
+                        key=idempotency_key,
+                        fingerprint=fingerprint,
+                        refusal=error,
+                        now=refused[1],
+                    )
+                raise
         return Outcome(body)
 
     async def _mutate(

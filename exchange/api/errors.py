@@ -15,6 +15,7 @@ from starlette.responses import Response
 from core.errors import DomainError
 from exchange.api.problems import problem_response
 from exchange.api.validation import fields_from_errors
+from exchange.idempotency import RefusalReplayed
 
 log = structlog.get_logger("exchange.api")
 
@@ -48,7 +49,9 @@ def _extras(error: DomainError) -> dict[str, Any]:
 
 async def on_domain_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, DomainError)
-    return problem_response(error.code, error.detail, **_extras(error))
+    # A key's first refusal again (ADR 0013): the same problem, flagged as a replay.
+    replayed = {"Idempotency-Replayed": "true"} if isinstance(error, RefusalReplayed) else None
+    return problem_response(error.code, error.detail, headers=replayed, **_extras(error))
 
 
 async def on_validation_error(request: Request, error: Exception) -> Response:

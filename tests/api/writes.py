@@ -27,10 +27,17 @@ LEDGER_TABLES = (
     "member_accounts",
 )
 
+RESULTS_ONLY = {"idempotency_records": " WHERE NOT refused"}
+"""A refusal by a ledger rule records itself under its key, so that a retry replays it (ADR
+0013): not a ledger write. Those records are checked in test_idempotent_refusals.py."""
+
 
 async def ledger_rows(db: Database) -> dict[str, Any]:
     """Row counts of every ledger table, plus the sums a write in place would change."""
-    counts = " , ".join(f"(SELECT count(*) FROM {table}) AS {table}" for table in LEDGER_TABLES)
+    counts = " , ".join(
+        f"(SELECT count(*) FROM {table}{RESULTS_ONLY.get(table, '')}) AS {table}"
+        for table in LEDGER_TABLES
+    )
     async with db.connection() as conn:
         row = await conn.fetchrow(
             f"""SELECT {counts},

@@ -135,11 +135,14 @@ async def snapshot(
         state["holds_of_merchants"] = await conn.fetchval(
             "SELECT count(*) FROM holds WHERE merchant_id = ANY($1::text[])", merchant_ids
         )
+        # Results only: a refusal by a ledger rule records itself, so that its key replays it
+        # (ADR 0013); that record is checked where refusals are (test_idempotent_refusals.py).
         state["idempotency_records"] = [
             (row["merchant_id"], row["idempotency_key"], bytes(row["request_hash"]))
             for row in await conn.fetch(
                 """SELECT merchant_id, idempotency_key, request_hash FROM idempotency_records
-                   WHERE merchant_id = ANY($1::text[]) ORDER BY merchant_id, idempotency_key""",
+                   WHERE merchant_id = ANY($1::text[]) AND NOT refused
+                   ORDER BY merchant_id, idempotency_key""",
                 merchant_ids,
             )
         ]

@@ -13,6 +13,7 @@ import pytest
 from core.errors import ValidationFailed
 from core.limits import IDEMPOTENCY_RETENTION_S
 from exchange.errors import IdempotencyKeyReused, InsufficientPoints
+from exchange.idempotency import RefusalReplayed
 from tests.exchange.helpers import count_transactions, key, ref, snapshot
 from tests.factories import issue, make_member, make_merchant, redeem
 
@@ -264,7 +265,10 @@ async def test_well_formed_key_is_accepted(db, ledger, good_key):
     assert outcome.replayed is False
 
 
-async def test_refused_request_leaves_no_record_so_a_retry_runs(db, ledger):
+async def test_refused_request_replays_its_refusal_even_after_the_member_earned(db, ledger):
+    """ADR 0013: a refusal by a ledger rule is the key's first response; a retry replays it
+    (RefusalReplayed, same code, detail and members) and changes nothing, however the books
+    moved since. tests/exchange/test_idempotent_refusals.py covers the rest of the rule."""
     tea = await make_merchant(db)
     member = await make_member(ledger)
     request = {
@@ -274,11 +278,18 @@ async def test_refused_request_leaves_no_record_so_a_retry_runs(db, ledger):
         "points": 30,
         "reference": ref(),
     }
-    with pytest.raises(InsufficientPoints):
+    with pytest.raises(InsufficientPoints) as first:
         await ledger.redeem(**request)
     await issue(ledger, tea, member, 30)
+    before = await snapshot(db, members=[member], merchants=[tea])
 
-    retried = await ledger.redeem(**request)
+    with pytest.raises(RefusalReplayed) as retried:
+        await ledger.redeem(**request)
 
-    assert retried.replayed is False
-    assert retried.body["balance_after"] == 0
+    assert (retried.value.code, retried.value.detail, retried.value.extra) == (
+        first.value.code,
+        first.value.detail,
+        first.value.extra,
+    )
+    assert await snapshot(db, members=[member], merchants=[tea]) == before
+    assert (await ledger.balance(member_id=member))["available"] == 30
