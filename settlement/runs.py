@@ -27,6 +27,7 @@ from merchants import repository as merchant_repository
 from settlement import merkle, netting, repository
 from settlement.repository import Claim, RunRow
 from settlement.signing import root_message
+from settlement.webhooks import outbox as webhook_outbox
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -144,6 +145,8 @@ async def settle(
                     await repository.insert_statements(
                         conn, run.run_id, figures, statement_ids, roots
                     )
+                    # The run's webhooks, in its transaction: sent only if it commits (ADR 0022).
+                    await webhook_outbox.enqueue_statements_published(conn, run.run_id, now)
                     progress("publish", len(figures.merchants), len(figures.merchants))
                     await _check_before_publishing(conn, run, claim, reconciliation, progress)
                     return RunResult(run, len(figures.merchants), replayed=False)

@@ -6,6 +6,11 @@ a scheduler that was down catches up on its next tick. pgqueuer hands each tick 
 (its schedules table is claimed with FOR UPDATE SKIP LOCKED); behind that, the run's advisory
 lock and settled periods being returned as settled mean two schedulers can never settle a
 period twice even if both fire.
+
+Webhooks go out every minute (`deliver_webhooks_job`, ADR 0022): a settlement run's
+`statement.published` events reach merchants within a minute or so of its commit, and retries
+are due on the minute after their backoff. Two deliverers never send one event at once (FOR
+UPDATE SKIP LOCKED and a lease), so a tick that overlaps the previous one is harmless.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from exchange.expiry import ExpiryReport
 from exchange.service import Ledger
 from settlement import service
 from settlement.runs import RunInProgress, RunResult
+from settlement.webhooks import delivery
 
 SETTLE_CRON = "5 * * * *"
 EXPIRE_CRON = "20 * * * *"
+WEBHOOKS_CRON = "* * * * *"
 INSTALL_LOCK_KEY = 0x5E7715  # one scheduler installs pgqueuer's tables
 
 
@@ -36,6 +43,11 @@ async def settle_job(db: Database, clock: Clock) -> list[RunResult]:
 
 async def expire_job(db: Database, clock: Clock) -> ExpiryReport:
     return await Ledger(db, clock).expire()
+
+
+async def deliver_webhooks_job(db: Database, clock: Clock) -> delivery.DeliveryReport:
+    """The scheduled delivery: every webhook due now (new events and retries whose time came)."""
+    return await delivery.deliver_due(db, clock)
 
 
 async def install(connection: asyncpg.Connection) -> Queries:
@@ -63,6 +75,10 @@ async def run(db: Database, clock: Clock, dsn: str) -> None:
         @manager.schedule("alliance.expire", EXPIRE_CRON)
         async def expire(schedule: Schedule) -> None:
             await expire_job(db, clock)
+
+        @manager.schedule("alliance.webhooks", WEBHOOKS_CRON)
+        async def webhooks(schedule: Schedule) -> None:
+            await deliver_webhooks_job(db, clock)
 
         await manager.run()
     finally:
