@@ -10,6 +10,7 @@ from cli.alliance_settings import settings_app
 from cli.keys import keys_app
 from cli.merchant import merchant_app
 from cli.runtime import console, database_url, open_database, where
+from cli.webhooks import webhooks_app
 from core.config import get_settings
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app.add_typer(merchant_app, name="merchant")
 app.add_typer(settings_app, name="settings")
 app.add_typer(keys_app, name="keys")
 app.add_typer(admin_app, name="admin")
+app.add_typer(webhooks_app, name="webhooks")
 app.command(epilog="Example: alliance expire")(ledger.expire)
 app.command(epilog="Example: alliance verify")(ledger.verify)
 app.command(epilog="Example: alliance demo")(ledger.demo)
@@ -69,9 +71,10 @@ def serve(
 
 @app.command(epilog="Example: alliance scheduler   (a service in docker-compose.yml)")
 def scheduler() -> None:
-    """Run settlement (hourly at :05, settling every finished period) and expiry (hourly at :20)
-    until stopped. Several schedulers may run: each tick goes to one, and a period is never
-    settled twice (docs/settlement.md, ADR 0009)."""
+    """Run settlement (hourly at :05, settling every finished period), expiry (hourly at :20) and
+    webhook delivery (every minute) until stopped. Several schedulers may run: each tick goes to
+    one, a period is never settled twice and a webhook never sent twice at once (docs/settlement.md,
+    ADR 0009, ADR 0022)."""
     import asyncio
 
     from core.clock import SystemClock
@@ -83,7 +86,7 @@ def scheduler() -> None:
 
     console.print(
         f"Scheduler on {where()}: settle '{nightly.SETTLE_CRON}', "
-        f"expire '{nightly.EXPIRE_CRON}' (UTC cron)."
+        f"expire '{nightly.EXPIRE_CRON}', webhooks '{nightly.WEBHOOKS_CRON}' (UTC cron)."
     )
     asyncio.run(serve())
 
