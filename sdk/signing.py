@@ -662,8 +662,8 @@ def _check_response_params(params: Mapping[str, int | str], *, now: int, toleran
         raise ResponseSignatureError(f"algorithm {alg!r} is not {ALGORITHM}")
     if abs(now - created) > tolerance_s:
         raise ResponseSignatureError(
-            f"the response signature was created {created - now:+d} s from the local clock; "
-            f"at most {tolerance_s} s either way is accepted"
+            f"the response signature is outside its time window: created {created - now:+d} s "
+            f"from the local clock, at most {tolerance_s} s either way is accepted"
         )
     if expires is not None and (not isinstance(expires, int) or expires <= now):
         raise ResponseSignatureError("the response signature has expired")

@@ -183,8 +183,8 @@ def _check_params(
         raise WebhookVerificationError(f"algorithm {alg!r} is not {ALGORITHM}")
     if abs(now - created) > tolerance_s:
         raise WebhookVerificationError(
-            f"the webhook signature was created {created - now:+.0f} s from the local clock; "
-            f"at most {tolerance_s} s either way is accepted"
+            f"the webhook signature is outside its time window: created {created - now:+.0f} s "
+            f"from the local clock, at most {tolerance_s} s either way is accepted"
         )
     if expires is not None and (not isinstance(expires, int) or expires <= now):
         raise WebhookVerificationError("the webhook signature has expired")
