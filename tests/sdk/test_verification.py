@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -178,6 +179,21 @@ async def test_an_old_answer_replayed_is_refused(connect, partner, member_id, ex
     refused, _, _ = await issue_through(connect, partner, stale, member_id)
 
     assert "time window" in refused.detail
+
+
+@pytest.mark.parametrize("skew_s", [-200, 200], ids=["clock-behind", "clock-ahead"])
+async def test_a_client_whose_clock_is_200_s_off_still_verifies_the_answers(
+    connect, partner, skew_s: int
+):
+    # The clock signs the requests and checks the answers: 200 s behind the exchange, every answer
+    # looks 200 s from the future, and the exchange's window forgives the requests the same way.
+    client = connect(partner, clock=lambda: time.time() + skew_s)
+    member = await client.enrol_member(external_ref=unique("card"))
+    issued = await client.issue(member_id=member.member_id, points=25, reference=unique("r"))
+    balance = await client.get_balance(member_id=member.member_id)
+
+    assert issued.points == 25
+    assert balance.available == 25
 
 
 async def test_an_answer_to_another_request_is_refused(connect, partner: Partner, db: Database):

@@ -13,19 +13,27 @@ pyauth reads any object with `method` (uppercase), `url` (absolute, ASCII, perce
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote, quote_plus
+from urllib.parse import parse_qsl, quote, quote_plus
 
+import pytest
 from http_message_signatures import HTTPMessageSigner, HTTPMessageVerifier, MappingKeyResolver
 from http_message_signatures.algorithms import ED25519
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from exchange.signatures import SignedRequest, check_signature, read_signature, sign_response
+from exchange.signatures import (
+    SignatureError,
+    SignedRequest,
+    check_signature,
+    read_signature,
+    sign_response,
+)
 from sdk import signing
 from tests.signing.helpers import KEY_ID, NOW, PRIVATE_KEY, PUBLIC_KEY
 
@@ -118,8 +126,19 @@ class Exchange:
 
     def received(self, headers: FieldLines) -> SignedRequest:
         return SignedRequest(
-            self.method, self.host, self.path, self.query, headers.received(), self.body
+            self.method,
+            self.host,
+            self.path,
+            self.query,
+            headers.received(),
+            self.body,
+            scheme=self.scheme,
         )
+
+    def single_query_names(self) -> list[str]:
+        """Query parameter names that occur once: those `"@query-param"` may cover."""
+        names = [name for name, _ in parse_qsl(self.query or "", keep_blank_values=True)]
+        return [name for name in dict.fromkeys(names) if names.count(name) == 1]
 
 
 # --- Strategies ----------------------------------------------------------------------------------
@@ -268,6 +287,95 @@ def test_requests_signed_by_http_message_signatures_are_all_accepted(
     )
     check_signature(claims, PUBLIC_KEY)
     assert claims.nonce == nonce
+
+
+EXTRA_DERIVED = ["@target-uri", "@scheme", "@request-target"]
+
+
+def _query_param_id(name: str) -> str:
+    """`"@query-param";name="…"` with the name percent-encoded as RFC 9421 §2.2.8 writes it."""
+    return f'"@query-param";name="{quote(name, safe="*").replace("~", "%7E")}"'
+
+
+def test_request_covering_every_derived_component_signed_by_pyauth_is_accepted() -> None:
+    exchange = Exchange(
+        method="GET",
+        scheme="https",
+        host="Api.Exchange.Example:8443",
+        path="/v1/transactions",
+        query="member_id=mem_1&limit=10&note=caf%C3%A9+%7E&x=1&x=2",
+        body=b"",
+    )
+    covered = [
+        *exchange.covered(),
+        *EXTRA_DERIVED,
+        _query_param_id("limit"),
+        _query_param_id("note"),
+    ]
+    message = Request(exchange.method, exchange.url, exchange.field_lines())
+    REQUEST_SIGNER.sign(
+        message,
+        key_id=KEY_ID,
+        created=datetime.fromtimestamp(NOW, UTC),
+        nonce="n-1",
+        label="sig1",
+        tag="till-42",
+        covered_component_ids=covered,
+    )
+    claims = read_signature(exchange.received(message.headers), now=NOW)
+    check_signature(claims, PUBLIC_KEY)
+    assert claims.covered[-5:] == (
+        '"@target-uri"',
+        '"@scheme"',
+        '"@request-target"',
+        '"@query-param";name="limit"',
+        '"@query-param";name="note"',
+    )
+    lines = dict(claims.base.decode().split("\n")[i].split(": ", 1) for i in range(9))
+    assert (
+        lines['"@target-uri"']
+        == f"https://Api.Exchange.Example:8443/v1/transactions?{exchange.query}"
+    )
+    assert lines['"@query-param";name="note"'] == "caf%C3%A9%20%7E"
+
+    # Each of them is checked: another scheme, path or parameter value is refused.
+    for changed in (
+        dataclasses.replace(exchange.received(message.headers), scheme="http"),
+        dataclasses.replace(exchange.received(message.headers), path="/v1/transactionz"),
+        dataclasses.replace(
+            exchange.received(message.headers), query=exchange.query.replace("10", "11")
+        ),
+    ):
+        with pytest.raises(SignatureError) as refused:
+            check_signature(read_signature(changed, now=NOW), PUBLIC_KEY)
+        assert refused.value.code == "signature_invalid"
+
+
+@INTEROP
+@given(
+    exchange=exchanges(),
+    extra=st.lists(st.sampled_from(EXTRA_DERIVED), unique=True),
+    query_params=st.integers(min_value=0, max_value=2),
+    tag=st.one_of(st.none(), st.from_regex(r"[ -~]{0,12}", fullmatch=True)),
+)
+def test_requests_covering_more_components_signed_by_pyauth_are_all_accepted(
+    exchange: Exchange, extra: list[str], query_params: int, tag: str | None
+) -> None:
+    _label(exchange)
+    names = exchange.single_query_names()[:query_params]
+    event(f"extra derived components: {len(extra) + len(names)}")
+    message = Request(exchange.method, exchange.url, exchange.field_lines())
+    REQUEST_SIGNER.sign(
+        message,
+        key_id=KEY_ID,
+        created=datetime.fromtimestamp(NOW, UTC),
+        nonce="n-1",
+        label="sig1",
+        tag=tag,
+        covered_component_ids=[*exchange.covered(), *extra, *map(_query_param_id, names)],
+        body=exchange.body,
+    )
+    check_signature(read_signature(exchange.received(message.headers), now=NOW), PUBLIC_KEY)
 
 
 # --- The SDK signs, pyauth verifies --------------------------------------------------------------
