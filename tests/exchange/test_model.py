@@ -4,8 +4,9 @@ A Hypothesis state machine drives random sequences of issue (one by one, and run
 set-based as batches write them), redeem, hold / capture / void,
 reverse (of issuances and redemptions, full and partial, exceeding and after the points were
 spent), clock moves (onto, just before and just after the instants lots expire and holds lapse),
-the expiry job, and idempotent replays, against the real `Ledger` on the real PostgreSQL and
-against `tests.exchange.model.Model` (written from DOMAIN.md, independent of the ledger's rules).
+the expiry job, and idempotent replays (of results, and of refusals: ADR 0013), against the real
+`Ledger` on the real PostgreSQL and against `tests.exchange.model.Model` (written from DOMAIN.md,
+independent of the ledger's rules).
 After every step they must agree on each member's available, held and next expiry; each lot's
 remaining points; obligations per (debtor, creditor) net of reversals; each issuer's outstanding;
 the transactions written; the holds' states; and the double-entry invariants (postings sum to
@@ -55,6 +56,7 @@ from core.database import Database
 from core.errors import DomainError
 from core.limits import IDEMPOTENCY_RETENTION_S
 from exchange.bulk import IssueRequest
+from exchange.idempotency import RefusalReplayed
 from exchange.service import Ledger, Outcome
 from tests.exchange import model as reference
 from tests.exchange.model import Model, Refused
@@ -108,6 +110,18 @@ CLOCK_STEPS = [
     timedelta(days=180),
     timedelta(days=365),
 ]
+
+RECORDED_REFUSALS = frozenset(
+    {
+        "insufficient_points",
+        "not_found",
+        "liability_limit_exceeded",
+        "hold_not_active",
+        "reversal_exceeds_original",
+    }
+)
+"""The refusals a key replays (ADR 0013, docs/protocol.md): those of a ledger rule, met once the
+request ran. A validation_error is not recorded: corrected or not, the request runs again."""
 
 merchant_index = st.integers(0, MERCHANTS - 1)
 member_index = st.integers(0, MEMBERS - 1)
@@ -169,6 +183,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.model: Model | None = None
         # Successful mutations, to replay: (method, arguments, response body, when).
         self.done: list[tuple[str, dict[str, Any], dict[str, Any], datetime]] = []
+        # Refused ones, to replay: (method, arguments, the refusal, when). A refusal by a ledger
+        # rule (RECORDED_REFUSALS) replays; any other (validation_error) runs again.
+        self.refused: list[tuple[str, dict[str, Any], DomainError, datetime]] = []
 
     def run(self, awaitable: Awaitable[T]) -> T:
         return self.loop.run_until_complete(awaitable)  # type: ignore[arg-type]
@@ -192,10 +209,14 @@ class LedgerMachine(RuleBasedStateMachine):
         try:
             outcome: Outcome = self.run(getattr(self.ledger, method)(**arguments))
         except DomainError as error:
-            return None, error.code
-        assert not outcome.replayed, f"a fresh key was replayed: {arguments}"
-        self.done.append((method, arguments, outcome.body, self.clock.now()))
-        return outcome.body, None
+            refusal = error
+        else:
+            assert not outcome.replayed, f"a fresh key was replayed: {arguments}"
+            self.done.append((method, arguments, outcome.body, self.clock.now()))
+            return outcome.body, None
+        assert not isinstance(refusal, RefusalReplayed), f"a fresh key was replayed: {arguments}"
+        self.refused.append((method, arguments, refusal, self.clock.now()))
+        return None, refusal.code
 
     def expect(
         self, operation: Callable[..., dict[str, Any]], **arguments: Any
@@ -273,7 +294,17 @@ class LedgerMachine(RuleBasedStateMachine):
         for request, result, (member, points) in zip(requests, results, plan, strict=True):
             actual: tuple[dict[str, Any] | None, str | None]
             if isinstance(result, DomainError):
+                assert not isinstance(result, RefusalReplayed), "a fresh key was replayed"
                 actual = (None, result.code)
+                arguments = {
+                    "merchant_id": self.merchants[merchant],
+                    "member_id": request.member_id,
+                    "points": points,
+                    "reference": request.reference,
+                    "expires_at": None,
+                    "idempotency_key": request.idempotency_key,
+                }
+                self.refused.append(("issue", arguments, result, self.clock.now()))
             else:
                 assert not result.replayed, "a fresh key was replayed"
                 actual = (result.body, None)
@@ -533,6 +564,42 @@ class LedgerMachine(RuleBasedStateMachine):
         outcome: Outcome = self.run(getattr(self.ledger, method)(**arguments))
         assert outcome.replayed, f"{method}: a replay was not flagged as one"
         assert outcome.body == body, f"{method}: replay body {outcome.body} != first {body}"
+
+    @precondition(lambda self: self.model is not None and self.refused)
+    @rule(which=pick, tamper=st.sampled_from((False, False, True)))
+    def replay_refusal(self, which: int, tamper: bool) -> None:
+        """An earlier refused key again (ADR 0013). A refusal by a ledger rule replays, the same
+        code, detail and members, however the books moved since, and changes nothing (the
+        invariant checks the books against the unchanged model); a different body is refused as
+        a reused key. A validation_error was not recorded: the request runs again, and is the
+        same validation_error (the model's ones do not depend on the books)."""
+        retained_after = self.clock.now() - reference.IDEMPOTENCY_RETENTION
+        retained = [entry for entry in self.refused if entry[3] > retained_after]
+        if not retained:
+            return
+        method, arguments, first, _ = retained[which % len(retained)]
+        arguments = dict(arguments)
+        recorded = first.code in RECORDED_REFUSALS
+        if tamper and recorded and "reference" in arguments:
+            arguments["reference"] = unique("other-ref")
+        try:
+            self.run(getattr(self.ledger, method)(**arguments))
+        except DomainError as error:
+            again = error
+        else:
+            raise AssertionError(f"{method}: a refused key ran: {arguments}")
+        if tamper and recorded and "reference" in arguments:
+            assert again.code == "idempotency_key_reused", f"{method}: reused key: {again.code}"
+        elif recorded:
+            assert isinstance(again, RefusalReplayed), f"{method}: {first.code} not replayed"
+            assert (again.code, again.detail, again.extra) == (
+                first.code,
+                first.detail,
+                first.extra,
+            ), f"{method}: replayed {again.code} {again.detail}, first {first.code} {first.detail}"
+        else:
+            assert not isinstance(again, RefusalReplayed), f"{method}: {first.code} was recorded"
+            assert again.code == first.code, f"{method}: {first.code}, then {again.code}"
 
     # --- agreement after every step --------------------------------------------------------
 
