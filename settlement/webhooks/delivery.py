@@ -120,7 +120,7 @@ async def deliver_due(
     report = DeliveryReport()
     timeout = httpx2.Timeout(limits.REQUEST_TIMEOUT_S)
     async with httpx2.AsyncClient(
-        timeout=timeout, follow_redirects=False, transport=transport, trust_env=False
+        timeout=timeout, follow_redirects=False, transport=transport
     ) as client:
         while len(report.attempts) < max_events:
             now = clock.now()
