@@ -13,7 +13,8 @@ async def claim(conn: asyncpg.Connection, *, key_id: str, nonce: str, expires_at
     """True the first time this (key_id, nonce) is seen; False for a replay.
 
     Committed on its own (the connection must not be in a transaction): a nonce is spent once
-    its signature is accepted, whatever then becomes of the request.
+    its signature is accepted, whatever then becomes of the request, unless the gateway refuses
+    the request before it reaches the routes (`release`).
     """
     claimed = await conn.fetchval(
         """INSERT INTO request_nonces (key_id, nonce, expires_at) VALUES ($1, $2, $3)
@@ -23,6 +24,12 @@ async def claim(conn: asyncpg.Connection, *, key_id: str, nonce: str, expires_at
         expires_at,
     )
     return claimed is not None
+
+
+async def release(conn: asyncpg.Connection, *, key_id: str, nonce: str) -> None:
+    """Forget a claim whose request was refused without effect (rate limited, say), so that the
+    same signed request can be sent again. Only the claimant may call it, right after `claim`."""
+    await conn.execute("DELETE FROM request_nonces WHERE key_id = $1 AND nonce = $2", key_id, nonce)
 
 
 async def prune(db: Database, now: datetime) -> int:

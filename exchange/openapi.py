@@ -119,8 +119,8 @@ PROBLEMS: dict[int, tuple[str, list[dict[str, Any]]]] = {
         [problem("merchant_suspended", "the merchant is suspended")],
     ),
     404: (
-        "`not_found`: no such resource (a `member_id` in a body too), or it belongs to another "
-        "merchant.",
+        "`not_found`: no such resource (a `member_id` in a body too, and any id the exchange "
+        "cannot have issued), or it belongs to another merchant.",
         [problem("not_found", "no such member")],
     ),
     409: (
@@ -154,13 +154,10 @@ PROBLEMS: dict[int, tuple[str, list[dict[str, Any]]]] = {
         "`payload_too_large`: the body is over 1 MiB.",
         [problem("payload_too_large", "the body limit is 1048576 bytes")],
     ),
-    415: (
-        "`unsupported_media_type`: a POST body that is not `application/json`.",
-        [problem("unsupported_media_type", "request bodies are application/json")],
-    ),
     422: (
-        "`validation_error` (malformed body or parameters, with the offending `fields`) or "
-        "`idempotency_key_reused` (same key, different request).",
+        "`validation_error` (malformed body or parameters, with the offending `fields`; a body "
+        "that is not `application/json` names `content-type`) or `idempotency_key_reused` "
+        "(same key, different request).",
         [
             problem(
                 "validation_error",
@@ -253,7 +250,6 @@ RESPONSE_NAMES = {
     404: "NotFound",
     409: "Conflict",
     413: "PayloadTooLarge",
-    415: "UnsupportedMediaType",
     422: "UnprocessableContent",
     429: "TooManyRequests",
     503: "ServiceUnavailable",
@@ -328,11 +324,8 @@ def problem_response(status: int, *, signed: bool = True) -> dict[str, Any]:
 RESPONSE_SIGNATURE_HEADERS = ("Signature", "Signature-Input", "Content-Digest")
 
 
-def _error_statuses(method: str) -> list[int]:
-    statuses = [401, 403, 404, 409, 413, 422, 429, 503]
-    if method == "post":
-        statuses.append(415)
-    return sorted(statuses)
+ERROR_STATUSES = (401, 403, 404, 409, 413, 422, 429, 503)
+"""What every signed operation can answer besides success (a body's Content-Type is a 422)."""
 
 
 def _describe_operation(path: str, method: str, operation: dict[str, Any]) -> None:
@@ -359,7 +352,7 @@ def _describe_operation(path: str, method: str, operation: dict[str, Any]) -> No
     for code in [code for code in responses if not code.startswith("2")]:
         del responses[code]
     if signed:
-        for status in _error_statuses(method):
+        for status in ERROR_STATUSES:
             responses[str(status)] = {"$ref": f"#/components/responses/{RESPONSE_NAMES[status]}"}
     else:
         for status in UNSIGNED_ERROR_STATUSES:

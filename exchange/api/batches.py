@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from core.errors import DomainError
 from exchange.api.problems import problem
 from exchange.api.schemas import BatchOperation, IssueOperation, RedeemOperation, ReverseOperation
-from exchange.api.validation import fields_of
+from exchange.api.validation import operation_problem
 from exchange.bulk import IssueRequest
 from exchange.service import Ledger, Outcome
 
@@ -93,9 +93,7 @@ def _issue_request(operation: Parsed) -> IssueRequest:
 
 async def _one(ledger: Ledger, merchant_id: str, operation: Parsed) -> Any:
     if isinstance(operation, ValidationError):
-        return problem(
-            "validation_error", "this operation is malformed", fields=fields_of(operation)
-        )
+        return operation_problem(operation)
     try:
         return _body(await _apply(ledger, merchant_id, operation))
     except DomainError as error:

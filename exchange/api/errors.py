@@ -1,5 +1,9 @@
 """One place that turns every failure into problem+json: domain refusals, the framework's own
-errors (404, 405, 422), database trouble (503, retry), and bugs (500, with nothing inside shown)."""
+errors (404, 405, 422), database trouble (503, retry), and bugs (500, with nothing inside shown).
+
+The handlers here run inside routing. On /v1/ the gateway (exchange.api.gateway) also answers
+whatever escapes them, and whatever fails before routing (authentication's database work), with
+`failure_response`, so that even a bug's 500 is signed and carries the request id."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from starlette.responses import Response
 
 from core.errors import DomainError
 from exchange.api.problems import problem_response
-from exchange.api.validation import fields_from_errors
+from exchange.api.validation import fields_from_errors, names_only_impossible_ids
 from exchange.idempotency import RefusalReplayed
 
 log = structlog.get_logger("exchange.api")
@@ -23,21 +27,24 @@ CODE_BY_HTTP_STATUS = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
-    415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
 }
 
-TRANSIENT_DATABASE_ERRORS = (
+TRANSIENT_DATABASE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
     asyncpg.LockNotAvailableError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionDoesNotExistError,
-    ConnectionError,
+    # 53xxx: too many connections, out of memory or disk; 57xxx: a statement cancelled by its
+    # timeout, a server shutting down or starting up; 08xxx: a connection lost.
+    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.PostgresConnectionError,
+    # The pool's side: a connection refused, reset or timed out (ConnectionError and the rest).
+    OSError,
     TimeoutError,
 )
+"""Failures a retry can outlive: answered 503 with Retry-After, never 500."""
 
 
 def _extras(error: DomainError) -> dict[str, Any]:
@@ -56,6 +63,10 @@ async def on_domain_error(request: Request, error: Exception) -> Response:
 
 async def on_validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
+    if names_only_impossible_ids(error.errors()):
+        # Ids are opaque to a client (PROTOCOL.md), so an id the exchange cannot have issued is
+        # not malformed: nothing exists under it. Refused here, before any database lookup.
+        return problem_response("not_found", "no such resource")
     return problem_response(
         "validation_error",
         "the request is malformed; see fields",
@@ -77,18 +88,33 @@ async def on_http_error(request: Request, error: Exception) -> Response:
     return problem_response(code, detail, headers=error.headers)
 
 
+def failure_response(error: Exception, *, request_id: str | None = None) -> Response:
+    """The answer to an exception no handler took: 503 with Retry-After if a retry can outlive
+    it (TRANSIENT_DATABASE_ERRORS), else a 500. Either way logged, and nothing of it shown."""
+    if isinstance(error, TRANSIENT_DATABASE_ERRORS):
+        log.warning("database_unavailable", error=type(error).__name__, request_id=request_id)
+        return problem_response(
+            "service_unavailable",
+            "the ledger is briefly unavailable; retry with the same key",
+            headers={"Retry-After": "1"},
+        )
+    log.error("unexpected_error", error=type(error).__name__, request_id=request_id, exc_info=error)
+    return problem_response("internal_error", "an internal error occurred; it has been logged")
+
+
+def _request_id(request: Request) -> str | None:
+    request_id: str | None = getattr(request.state, "request_id", None)
+    return request_id
+
+
 async def on_transient_database_error(request: Request, error: Exception) -> Response:
-    log.warning("database_unavailable", error=type(error).__name__)
-    return problem_response(
-        "service_unavailable",
-        "the ledger is briefly unavailable; retry with the same key",
-        headers={"Retry-After": "1"},
-    )
+    return failure_response(error, request_id=_request_id(request))
 
 
 async def on_unexpected_error(request: Request, error: Exception) -> Response:
-    log.error("unexpected_error", error=type(error).__name__, exc_info=error)
-    return problem_response("internal_error", "an internal error occurred; it has been logged")
+    """Outside /v1/ only in practice: Starlette runs this handler outermost, outside the
+    gateway and the request id, so /v1/ failures are answered by the gateway instead."""
+    return failure_response(error, request_id=_request_id(request))
 
 
 def install(app: FastAPI) -> None:

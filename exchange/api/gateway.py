@@ -21,6 +21,7 @@ from core.database import Database
 from core.errors import DomainError
 from core.limits import NONCE_LENGTH_MAX, NONCE_RETENTION_S, REQUEST_BODY_BYTES_MAX
 from exchange import nonces
+from exchange.api.errors import failure_response
 from exchange.api.keyring import KeyRing
 from exchange.api.problems import problem_response
 from exchange.api.ratelimit import RateLimiter, retry_after_header
@@ -100,20 +101,51 @@ class Gateway:
         state = scope["app"].state
         signer = _ResponseSigner(scope, send, state.keyring, state.clock)
         try:
+            await self._serve(scope, receive, signer.send)
+        except Exception as error:  # every /v1/ failure is answered here: signed, with its id
+            await _answer_failure(scope, signer, send, error)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope["app"].state
+        try:
             headers = _headers(scope)
             body = await _read_body(receive, headers)
             if scope["path"] not in UNSIGNED_PATHS:
-                merchant_id = await _authenticate(scope, headers, body, state.db, state.clock)
-                _limit_rate(state.rate_limiter, merchant_id)
-                _check_content_type(scope, headers, body)
+                merchant_id = await _authenticate(
+                    scope, headers, body, state.db, state.clock, state.rate_limiter
+                )
                 scope.setdefault("state", {})["merchant_id"] = merchant_id
         except Refusal as refusal:
             response = problem_response(
                 refusal.code, refusal.detail, headers=refusal.headers, **refusal.extras
             )
-            await response(scope, _replay(b""), signer.send)
+            await response(scope, _replay(b""), send)
             return
-        await self.app(scope, _replay(body), signer.send)
+        await self.app(scope, _replay(body), send)
+
+
+async def _answer_failure(
+    scope: Scope, signer: _ResponseSigner, send: Send, error: Exception
+) -> None:
+    """An exception from anywhere behind the gateway (authentication's database work, a route, a
+    handler) as a problem: 503 with Retry-After if transient, else a 500 showing nothing of it.
+
+    Starlette would answer it from its outermost middleware, outside this signer and the request
+    id; here it is signed like every /v1/ response. If the response had already gone out whole,
+    the failure is only logged. If the answer cannot be signed (the exchange's key cannot be
+    read), it goes unsigned rather than not at all."""
+    request_id = scope.get("state", {}).get("request_id")
+    response = failure_response(error, request_id=request_id)
+    if signer.sent:
+        return
+    signer.discard()
+    try:
+        await response(scope, _replay(b""), signer.send)
+    except Exception as signing_error:
+        if signer.sent:
+            return
+        unsigned = failure_response(signing_error, request_id=request_id)
+        await unsigned(scope, _replay(b""), send)
 
 
 def _replay(body: bytes) -> Receive:
@@ -130,8 +162,27 @@ def _replay(body: bytes) -> Receive:
 
 
 async def _authenticate(
-    scope: Scope, headers: dict[str, str], body: bytes, db: Database, clock: Clock
+    scope: Scope,
+    headers: dict[str, str],
+    body: bytes,
+    db: Database,
+    clock: Clock,
+    limiter: RateLimiter,
 ) -> str:
+    """The merchant of a signed request, which may go on to the routes; else a Refusal.
+
+    The order is deliberate. The signature and key come first, so an unauthenticated request
+    learns nothing else and spends no merchant's budget. The (keyid, nonce) claim comes next,
+    before the rate limit and the Content-Type: a replay is answered `replayed_request` whatever
+    else is wrong with it, and never takes a token from the merchant's rate budget (checking the
+    rate first would let a replay answer 429 and spend the budget; checking the Content-Type
+    first would let it answer 422, since the signature does not cover that header). The rate
+    limit precedes the Content-Type, so badly typed requests count against the budget too.
+    A request refused by either check after the claim had no effect, so the claim is released
+    (PROTOCOL.md: nothing changes on any error): re-sent after Retry-After, or with the right
+    Content-Type, the same signed request is accepted, once. What the routes answer keeps the
+    nonce: that answer is the request's own (for a POST, kept under its idempotency key).
+    """
     now = clock.now()
     try:
         claims = read_signature(_signed_request(scope, headers, body), now=int(now.timestamp()))
@@ -139,9 +190,16 @@ async def _authenticate(
         raise Refusal(error.code, error.detail) from None
     if not 1 <= len(claims.nonce) <= NONCE_LENGTH_MAX:
         raise Refusal("signature_invalid", f"nonce must be 1 to {NONCE_LENGTH_MAX} characters")
-    # One connection for the key and the nonce: a request costs one pool checkout here.
+    # One connection for the key and the nonce (and a release): one pool checkout per request.
     async with db.connection() as conn:
-        return await _check_key_and_claim_nonce(conn, claims, now)
+        merchant_id = await _check_key_and_claim_nonce(conn, claims, now)
+        try:
+            _limit_rate(limiter, merchant_id)
+            _check_content_type(scope, headers, body)
+        except Refusal:
+            await nonces.release(conn, key_id=claims.key_id, nonce=claims.nonce)
+            raise
+    return merchant_id
 
 
 async def _check_key_and_claim_nonce(
@@ -186,7 +244,13 @@ def _check_content_type(scope: Scope, headers: dict[str, str], body: bytes) -> N
         return
     media_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
-        raise Refusal("unsupported_media_type", "request bodies are application/json")
+        # A malformed request, as PROTOCOL.md's table has it (422 validation_error, naming the
+        # offending field), not an HTTP 415 the table does not know.
+        raise Refusal(
+            "validation_error",
+            "request bodies are application/json",
+            fields={"content-type": "must be application/json"},
+        )
 
 
 class _ResponseSigner:
@@ -196,15 +260,23 @@ class _ResponseSigner:
         self.scope, self._send, self.keyring, self.clock = scope, send, keyring, clock
         self.start: MutableMapping[str, Any] | None = None
         self.chunks: list[bytes] = []
+        self.sent = False
+        """Whether anything went out: after that, no other answer can replace the response."""
+
+    def discard(self) -> None:
+        """Forget what is buffered and not sent, for another answer to take its place."""
+        self.start, self.chunks = None, []
 
     async def send(self, message: Message) -> None:
         if self.scope["path"] in UNSIGNED_PATHS:
+            self.sent = True
             await self._send(message)
             return
         if message["type"] == "http.response.start":
             self.start = dict(message)
             return
         if message["type"] != "http.response.body":
+            self.sent = True
             await self._send(message)
             return
         self.chunks.append(message.get("body", b""))
@@ -233,6 +305,7 @@ class _ResponseSigner:
         ]
         headers += [(n.lower().encode(), v.encode()) for n, v in signature_headers.items()]
         self.start["headers"] = headers
+        self.sent = True
         await self._send(self.start)
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
 

@@ -31,7 +31,6 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "hold_not_active": 409,
     "reversal_exceeds_original": 409,
     "payload_too_large": 413,
-    "unsupported_media_type": 415,
     "idempotency_key_reused": 422,
     "validation_error": 422,
     "rate_limited": 429,
@@ -56,7 +55,6 @@ TITLE_BY_CODE: Mapping[str, str] = {
     "hold_not_active": "Hold not active",
     "reversal_exceeds_original": "Reversal exceeds original",
     "payload_too_large": "Payload too large",
-    "unsupported_media_type": "Unsupported media type",
     "idempotency_key_reused": "Idempotency key reused",
     "validation_error": "Validation error",
     "rate_limited": "Rate limited",
@@ -77,16 +75,38 @@ PUBLIC_EXTRAS = (
 )
 
 
+def printable(text: str) -> str:
+    """`text` as UTF-8 can carry it: a lone surrogate (a JSON `"\\ud800"` escape decodes to one)
+    cannot be encoded, and would turn the problem that names it into a failure to answer."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {_printable(key): _printable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(item) for item in value]
+    return value
+
+
 def problem(code: str, detail: str, **extras: Any) -> dict[str, Any]:
     status = STATUS_BY_CODE.get(code, 500)
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,
         "title": TITLE_BY_CODE.get(code, "Error"),
         "status": status,
-        "detail": detail,
+        "detail": printable(detail),
         "code": code,
     }
-    body.update({name: value for name, value in extras.items() if name in PUBLIC_EXTRAS})
+    body.update(
+        {name: _printable(value) for name, value in extras.items() if name in PUBLIC_EXTRAS}
+    )
     return body
 
 

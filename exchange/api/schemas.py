@@ -75,7 +75,9 @@ Points = Annotated[
     Field(ge=1, le=POINTS_PER_OPERATION_MAX, examples=[120], description=f"Points: {JSON_INTEGER}"),
 ]
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
-"""Ids are opaque, but always short and plain: anything else cannot name a resource."""
+"""Ids are opaque, but always short and plain: anything else cannot name a resource. A string
+id (in a path, or a body's `member_id`) that fails it is answered not_found without a lookup
+(exchange.api.validation.names_only_impossible_ids), as an unknown id would be."""
 TEXT_PATTERN = r"^[^\x00]*$"
 """Free text may hold any character but NUL, which PostgreSQL text cannot store."""
 
