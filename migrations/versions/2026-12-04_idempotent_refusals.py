@@ -8,7 +8,7 @@ this revision would replay one as if it were a result.
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-12-05
+Create Date: 2026-12-04
 """
 
 from migrations.sql import run_script
