@@ -99,7 +99,8 @@ def rows(r: dict[str, Any]) -> tuple[list[list[str]], list[dict[str, Any]]]:
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in size["settlement_phases_s"].items())
         apart = (
             f" (measured apart, {size['measured_apart']}: `python -m bench.settlement --only "
-            f"--obligations {size['obligations']} --into-report bench/results/latest.json`)"
+            f"--obligations {size.get('requested', size['obligations'])} --into-report "
+            "bench/results/latest.json`)"
             if "measured_apart" in size
             else ""
         )

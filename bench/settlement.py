@@ -251,7 +251,7 @@ def growth_of(sizes: list[dict[str, Any]]) -> dict[str, float] | None:
     }
 
 
-def add_to_report(measured: dict[str, Any], results_file: Path) -> None:
+def add_to_report(measured: dict[str, Any], results_file: Path, *, requested: int) -> None:
     """Add sizes measured apart (a size too large for every `make bench`) to the latest report,
     marked as such, and render it again."""
     from bench import report
@@ -260,6 +260,7 @@ def add_to_report(measured: dict[str, Any], results_file: Path) -> None:
     settlement = results.setdefault("settlement", {"sizes": []})
     for size in measured["sizes"]:
         size["measured_apart"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        size["requested"] = requested
     sizes = sorted(settlement["sizes"] + measured["sizes"], key=lambda s: s["obligations"])
     settlement["sizes"], settlement["growth"] = sizes, growth_of(sizes)
     report.write(results, results_file.parent)
@@ -291,7 +292,7 @@ def main() -> None:
     sizes = [args.obligations] if args.only else [max(args.obligations // 4, 1), args.obligations]
     measured = asyncio.run(measure_growth(_url(), sizes))
     if args.into_report is not None:
-        add_to_report(measured, args.into_report)
+        add_to_report(measured, args.into_report, requested=args.obligations)
     sys.stdout.write(json.dumps(measured, indent=2) + "\n")
 
 
