@@ -16,9 +16,13 @@ signing key (`exchange.exchange_keys.signing_key`, the key that signs responses)
 
 A 2xx answer delivers the event; anything else (another status, a redirect, which is not followed,
 a timeout, a refused connection) schedules the next attempt after `backoff_s`, until
-`limits.MAX_ATTEMPTS`, after which the event is marked failed. Guarantees: at least once (an
-event whose answer was lost, or whose deliverer died after sending, is sent again with the same
-Idempotency-Key); no order, not even per merchant (a retried event is overtaken by newer ones).
+`limits.MAX_ATTEMPTS`, after which the event is marked failed. An event an operator put back
+(`outbox.requeue_failed`) gets `limits.MAX_ATTEMPTS` more, counted from its `attempts_at_retry`,
+with the backoff starting again from the first wait; its attempts keep their numbering.
+
+Guarantees: at least once (an event whose answer was lost, or whose deliverer died after sending,
+is sent again with the same Idempotency-Key); no order, not even per merchant (a retried event is
+overtaken by newer ones).
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ class Attempt:
     event_id: str
     merchant_id: str
     attempt: int
+    last_attempt: int
+    """The attempt after which the event is given up (`limits.MAX_ATTEMPTS` from its last retry)."""
     url: str | None
     status_code: int | None
     error: str | None
@@ -152,7 +158,7 @@ async def _claim(db: Database, now: datetime, batch: int) -> list[Record]:
                FROM due, merchants m
                WHERE d.event_id = due.event_id AND m.merchant_id = d.merchant_id
                RETURNING d.event_id, d.event_type, d.merchant_id, d.statement_id, d.created_at,
-                         d.attempts, m.webhook_url""",
+                         d.attempts, d.attempts_at_retry, m.webhook_url""",
             now,
             batch,
             now + timedelta(seconds=limits.LEASE_S),
@@ -199,9 +205,15 @@ async def _attempt(
         error=error,
         excerpt=excerpt,
         delivered=delivered,
-        give_up=final or event["attempts"] >= limits.MAX_ATTEMPTS,
+        give_up=final or _budget_used(event) >= limits.MAX_ATTEMPTS,
         rng=rng,
     )
+
+
+def _budget_used(event: Record) -> int:
+    """Attempts made since the event was last put back by an operator (all of them if never)."""
+    used: int = event["attempts"] - event["attempts_at_retry"]
+    return used
 
 
 async def _post(
@@ -264,7 +276,7 @@ async def _record(
         outcome, next_at = "failed", None
     else:
         outcome = "retrying"
-        next_at = started_at + timedelta(seconds=backoff_s(event["attempts"], rng))
+        next_at = started_at + timedelta(seconds=backoff_s(_budget_used(event), rng))
     async with db.transaction() as conn:
         await conn.execute(
             """INSERT INTO webhook_attempts (event_id, attempt, started_at, duration_ms, url,
@@ -300,6 +312,7 @@ async def _record(
         event_id=event["event_id"],
         merchant_id=event["merchant_id"],
         attempt=event["attempts"],
+        last_attempt=event["attempts_at_retry"] + limits.MAX_ATTEMPTS,
         url=url,
         status_code=status_code,
         error=error,
