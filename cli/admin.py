@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import secrets
 import sys
@@ -13,7 +12,7 @@ from typing import TypeVar
 import typer
 from rich.table import Table
 
-from cli.runtime import console, err_console, open_database, run
+from cli.runtime import cli_actor, console, err_console, open_database, run
 from console import audit, users
 from console.security import totp_uri
 from console.users import Role
@@ -33,14 +32,6 @@ clock: Clock = SystemClock()
 
 DEMO_USERNAME = "admin"
 DEMO_PASSWORD_FILE = "console-admin-password"
-
-
-def _actor() -> str:
-    """Who the audit log names for a CLI action: the operating-system user."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except OSError:
-        return "cli"
 
 
 def _call(action: Callable[[Database], Awaitable[T]]) -> T:
@@ -93,7 +84,7 @@ def create_user(
             username=username,
             password=password,
             role=chosen,
-            actor=_actor(),
+            actor=cli_actor(),
             now=clock.now(),
             with_totp=totp,
         )
@@ -132,7 +123,7 @@ def set_role(username: str, role: str) -> None:
     chosen = _role(role)
     _call(
         lambda db: users.set_role(
-            db, username=username, role=chosen, actor=_actor(), now=clock.now()
+            db, username=username, role=chosen, actor=cli_actor(), now=clock.now()
         )
     )
     console.print(f"{username} is now {chosen.value}.")
@@ -147,7 +138,7 @@ def set_password(
     password = _password(password_stdin)
     _call(
         lambda db: users.set_password(
-            db, username=username, password=password, actor=_actor(), now=clock.now()
+            db, username=username, password=password, actor=cli_actor(), now=clock.now()
         )
     )
     console.print(f"{username}'s password is set.")
@@ -156,7 +147,7 @@ def set_password(
 @admin_app.command("unlock", epilog="Example: alliance admin unlock alice")
 def unlock(username: str) -> None:
     """Lift a lockout after repeated failed sign-ins."""
-    _call(lambda db: users.unlock(db, username=username, actor=_actor(), now=clock.now()))
+    _call(lambda db: users.unlock(db, username=username, actor=cli_actor(), now=clock.now()))
     console.print(f"{username} is unlocked.")
 
 

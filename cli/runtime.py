@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
@@ -18,6 +19,14 @@ T = TypeVar("T")
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def cli_actor() -> str:
+    """Who the audit log names for a CLI action: the operating-system user."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except OSError:
+        return "cli"
 
 
 def database_url() -> str:

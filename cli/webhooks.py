@@ -11,8 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.admin import _actor as cli_actor  # the audit log's actor for a CLI action: cli:<user>
-from cli.runtime import console, err_console, open_database, run
+from cli.runtime import cli_actor, console, err_console, open_database, run
 from console import audit
 from core.clock import Clock, SystemClock
 from settlement.webhooks import delivery, limits, outbox
