@@ -509,6 +509,7 @@ async def main() -> None:
         sizes = [max(cfg.settlement_obligations // 4, 1), cfg.settlement_obligations]
         log(f"settlement of {sizes[0]:,} and {sizes[1]:,} obligations beside a bare GROUP BY")
         results["settlement"] = await settlement_bench.measure_growth(server.admin_url, sizes)
+        settlement_bench.keep_sizes_measured_apart(results["settlement"], RESULTS / "latest.json")
     results["memory"] = {
         "peak_rss_total_mib": round(max(w.peak_total for w in watches) / 2**20, 1),
         "peak_rss_process_mib": round(max(w.peak_process for w in watches) / 2**20, 1),

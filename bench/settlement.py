@@ -266,6 +266,24 @@ def add_to_report(measured: dict[str, Any], results_file: Path, *, requested: in
     report.write(results, results_file.parent)
 
 
+def keep_sizes_measured_apart(settlement: dict[str, Any], previous_report: Path) -> None:
+    """Carry into `settlement` the sizes of `previous_report` measured apart (each keeps its
+    date) that are larger than any measured now: `make bench` does not redo a multi-hour size,
+    and must not silently drop it from the report either."""
+    if not previous_report.exists():
+        return
+    previous = json.loads(previous_report.read_text()).get("settlement") or {}
+    largest = max((size["obligations"] for size in settlement["sizes"]), default=0)
+    kept = [
+        size
+        for size in previous.get("sizes", [])
+        if "measured_apart" in size and size["obligations"] > largest
+    ]
+    if kept:
+        sizes = sorted(settlement["sizes"] + kept, key=lambda s: s["obligations"])
+        settlement["sizes"], settlement["growth"] = sizes, growth_of(sizes)
+
+
 def _url() -> str:
     """DATABASE_URL, else TEST_DATABASE_URL, else the benchmark's embedded server."""
     url = os.environ.get("DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
