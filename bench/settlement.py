@@ -258,18 +258,25 @@ def add_to_report(measured: dict[str, Any], results_file: Path, *, requested: in
 
     results = json.loads(results_file.read_text())
     settlement = results.setdefault("settlement", {"sizes": []})
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for size in measured["sizes"]:
-        size["measured_apart"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        size["measured_apart"] = when
         size["requested"] = requested
     sizes = sorted(settlement["sizes"] + measured["sizes"], key=lambda s: s["obligations"])
-    settlement["sizes"], settlement["growth"] = sizes, growth_of(sizes)
+    settlement["sizes"] = sizes
+    settlement["growth"] = growth_of([s for s in sizes if "measured_apart" not in s])
+    # Measured apart, on the same machine as the report's own sizes, soon after them.
+    growth_apart = growth_of(sizes)
+    settlement["growth_apart"] = growth_apart and {**growth_apart, "measured_apart": when}
     report.write(results, results_file.parent)
 
 
 def keep_sizes_measured_apart(settlement: dict[str, Any], previous_report: Path) -> None:
     """Carry into `settlement` the sizes of `previous_report` measured apart (each keeps its
     date) that are larger than any measured now: `make bench` does not redo a multi-hour size,
-    and must not silently drop it from the report either."""
+    and must not silently drop it from the report either. This run's growth stays its own; the
+    growth to the kept size is the one measured with it (on its day's machine), not one mixing
+    today's small sizes with another day's large one."""
     if not previous_report.exists():
         return
     previous = json.loads(previous_report.read_text()).get("settlement") or {}
@@ -279,9 +286,13 @@ def keep_sizes_measured_apart(settlement: dict[str, Any], previous_report: Path)
         for size in previous.get("sizes", [])
         if "measured_apart" in size and size["obligations"] > largest
     ]
-    if kept:
-        sizes = sorted(settlement["sizes"] + kept, key=lambda s: s["obligations"])
-        settlement["sizes"], settlement["growth"] = sizes, growth_of(sizes)
+    if not kept:
+        return
+    settlement["sizes"] = sorted(settlement["sizes"] + kept, key=lambda s: s["obligations"])
+    growth_apart = previous.get("growth_apart")
+    if growth_apart is None and previous.get("growth"):  # a report from before growth_apart
+        growth_apart = {**previous["growth"], "measured_apart": kept[-1]["measured_apart"]}
+    settlement["growth_apart"] = growth_apart
 
 
 def _url() -> str:
