@@ -9,7 +9,7 @@ import pytest
 
 from console import users
 from console.errors import SignInFailed
-from console.limits import LOCKOUT_S, LOGIN_FAILURES_MAX, SESSION_IDLE_S
+from console.limits import LOCKOUT_S, LOGIN_FAILURES_MAX, SESSION_IDLE_S, TOTP_STEPS_ACCEPTED
 from console.security import token_hash, totp_code
 from console.users import Role
 from core.clock import FixedClock
@@ -243,3 +243,138 @@ async def test_my_account_changes_the_password_with_the_current_one(web: httpx.A
     assert changed.headers["location"].endswith("/console/login")
     assert (await web.get("/console/account")).status_code == 303  # sessions ended
     assert (await sign_in(web, user.username, new_password)).status_code == 303
+
+
+# --- RELIABILITY.md A6: the figures themselves, at the sign-in the console really runs ---------
+#
+# The limits come from console/limits.py; the figures below are A6's own, written out, so that a
+# change of a limit that breaks the requirement fails here rather than moving the test with it.
+
+A6_LOCK_AT_FAILURE_MAX = 11  # "11th failure -> locked": at most 10 failures go unpunished
+A6_LOCKOUT_MIN_S = 30 * 60
+A6_IDLE_S = 15 * 60
+FIXED_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # any base32 key; fixed, so codes never collide
+
+
+async def _totp_user(db: Database, clock: FixedClock) -> users.User:
+    """An operator with TOTP on (FIXED_SECRET), enabled ten minutes before the clock's now, so
+    no code near now has been used yet."""
+    user, _ = await make_user(db, Role.OPERATOR)
+    enabled_at = clock.now() - timedelta(minutes=10)
+    await users.enable_totp(
+        db,
+        username=user.username,
+        secret=FIXED_SECRET,
+        code=totp_code(FIXED_SECRET, enabled_at),
+        actor="test",
+        now=enabled_at,
+    )
+    return user
+
+
+def test_the_console_limits_meet_reliability_a6():
+    assert LOGIN_FAILURES_MAX < A6_LOCK_AT_FAILURE_MAX
+    assert LOCKOUT_S >= A6_LOCKOUT_MIN_S
+    assert SESSION_IDLE_S == A6_IDLE_S
+
+
+@pytest.mark.parametrize(
+    ("offset_steps", "accepted"),
+    [(-2, False), (-1, True), (0, True), (1, True), (2, False)],
+)
+async def test_a_code_two_steps_away_is_refused_at_sign_in_and_one_step_is_accepted(
+    web: httpx.AsyncClient, db, clock: FixedClock, offset_steps: int, accepted: bool
+):
+    """The console accepts TOTP_STEPS_ACCEPTED (1) step of drift either way: a code from 60 s
+    before or after now is refused, one from 30 s (or now) signs in."""
+    assert TOTP_STEPS_ACCEPTED == 1  # the window this parametrisation is written for
+    user = await _totp_user(db, clock)
+    code = totp_code(FIXED_SECRET, clock.now() + timedelta(seconds=30 * offset_steps))
+    in_window = {
+        totp_code(FIXED_SECRET, clock.now() + timedelta(seconds=30 * step)) for step in (-1, 0, 1)
+    }
+    # The fixed secret's codes at these steps are all different, so a refusal is the window's.
+    assert (code in in_window) is accepted
+
+    assert "/console/second-factor" in (await sign_in(web, user.username)).headers["location"]
+    form = await web.get("/console/second-factor")
+    response = await web.post(
+        "/console/second-factor", data={"code": code, "csrftoken": csrf_of(form.text)}
+    )
+    assert response.status_code == 303
+    merchants_page = await web.get("/console/merchants")
+    if accepted:
+        assert "/console/login" not in response.headers["location"]
+        assert merchants_page.status_code == 200
+        assert (await _audit_actions(db, user.username))[-1] == "signin"
+    else:
+        assert "/console/login" in response.headers["location"]
+        assert merchants_page.status_code == 303
+        assert (await _audit_actions(db, user.username))[-1] == "signin.failed"
+        assert (await users.get_user(db, user.username)).failed_logins == 1
+
+
+async def test_a_locked_account_refuses_the_right_password_and_code_for_the_whole_lockout(
+    db, clock: FixedClock
+):
+    user = await _totp_user(db, clock)
+    for failure in range(1, LOGIN_FAILURES_MAX + 1):
+        with pytest.raises(SignInFailed):
+            await users.sign_in(
+                db, username=user.username, password="wrong-password!", now=clock.now()
+            )
+        locked = (await users.get_user(db, user.username)).locked_at(clock.now())
+        assert locked is (failure == LOGIN_FAILURES_MAX), failure
+    locked_at = clock.now()
+    assert (await users.get_user(db, user.username)).locked_until == locked_at + timedelta(
+        seconds=LOCKOUT_S
+    )
+
+    async def full_sign_in() -> users.SignIn:
+        """The right password, then the right (unused) code for now."""
+        step = await users.sign_in(db, username=user.username, password=PASSWORD, now=clock.now())
+        assert step.needs_code
+        return await users.second_factor(
+            db, token=step.token, code=totp_code(FIXED_SECRET, clock.now()), now=clock.now()
+        )
+
+    # Right after the lock, at +29 min and one second before the lock ends: refused, with the
+    # right password (a code is never even asked for) and without extending the lock.
+    for since_lock in (
+        timedelta(0),
+        timedelta(minutes=29),
+        timedelta(seconds=A6_LOCKOUT_MIN_S - 1),
+        timedelta(seconds=LOCKOUT_S - 1),
+    ):
+        clock.set(locked_at + since_lock)
+        with pytest.raises(SignInFailed):
+            await full_sign_in()
+        assert (await users.get_user(db, user.username)).locked_until == locked_at + timedelta(
+            seconds=LOCKOUT_S
+        )
+
+    clock.set(locked_at + timedelta(seconds=LOCKOUT_S + 1))
+    signed_in = await full_sign_in()
+    assert not signed_in.needs_code
+    after = await users.get_user(db, user.username)
+    assert after.failed_logins == 0
+    assert not after.locked_at(clock.now())
+
+
+async def test_a_session_idle_14_minutes_still_works_and_one_idle_15_minutes_must_sign_in_again(
+    web: httpx.AsyncClient, db, clock: FixedClock
+):
+    user, _ = await make_user(db, Role.VIEWER)
+    await sign_in(web, user.username)
+    assert (await web.get("/console/ledger")).status_code == 200
+
+    clock.advance(timedelta(minutes=14))
+    assert (await web.get("/console/ledger")).status_code == 200  # and this use is recorded
+
+    clock.advance(timedelta(seconds=A6_IDLE_S + 1))
+    expired = await web.get("/console/ledger")
+    assert expired.status_code == 303
+    assert "/console/login" in expired.headers["location"]
+    # Signing in again is all it takes.
+    assert (await sign_in(web, user.username)).status_code == 303
+    assert (await web.get("/console/ledger")).status_code == 200
