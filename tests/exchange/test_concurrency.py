@@ -4,11 +4,18 @@ L1: 200 concurrent redemptions of 10 from 100 -> exactly 10 succeed, final 0, no
 F1: 200 concurrent issuances against a liability limit that fits N -> exactly N, no over-issuance.
 I1: 50 concurrent identical requests under one key -> one transaction, identical bodies, the rest
 in flight, and a retry afterwards replays.
+
+Rounds (RELIABILITY L1, CI 5 / Nightly 100): the environment variable L1_ROUNDS sets how many races
+L1 runs (default 5); the liability-limit variant runs at least as many races, every headroom size at
+least twice. `L1_ROUNDS=100 .venv/bin/pytest tests/exchange/test_concurrency.py` is the nightly
+tier. The same variable sets the rounds over HTTP (tests/api/test_concurrency_http.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 from collections import Counter
 from datetime import timedelta
 
@@ -31,7 +38,11 @@ from tests.exchange.helpers import (
 )
 from tests.factories import issue, make_member, make_merchant, redeem, unique
 
-ROUNDS = 5
+ROUNDS = int(os.environ.get("L1_ROUNDS", "5"))
+LIMIT_SIZES = (1, 37, 80, 150, 190)
+# Races of the liability-limit variant per headroom size: twice each at CI (10 races), and at least
+# ROUNDS races in all when more are asked for (L1_ROUNDS=100: 20 of each size).
+LIMIT_ROUNDS = max(2, math.ceil(ROUNDS / len(LIMIT_SIZES)))
 
 
 def outcomes(results, expected_errors):
@@ -176,10 +187,14 @@ async def test_concurrent_captures_voids_and_holds_of_one_member(db, ledger):
     await assert_books_balance(db, [member])
 
 
-# Several headroom sizes, twice each: the near-empty slots at the end of each race are where
-# stray row locks once deadlocked a busy-slot draw against a rebalance (1 run in 20 of these).
-@pytest.mark.parametrize("fits", [1, 37, 80, 150, 190] * 2)
-async def test_concurrent_issuances_never_pass_the_liability_limit(db, ledger, clock, fits):
+# Several headroom sizes, at least twice each (LIMIT_ROUNDS): the near-empty slots at the end of
+# each race are where stray row locks once deadlocked a busy-slot draw against a rebalance (1 run
+# in 20 of these).
+@pytest.mark.parametrize("round_no", range(LIMIT_ROUNDS))
+@pytest.mark.parametrize("fits", LIMIT_SIZES)
+async def test_concurrent_issuances_never_pass_the_liability_limit(
+    db, ledger, clock, fits, round_no
+):
     tea = await make_merchant(db, liability_limit=10 * fits)
     members = await asyncio.gather(*(make_member(ledger) for _ in range(200)))
 
