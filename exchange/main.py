@@ -12,6 +12,7 @@ from starlette.responses import Response
 from core.clock import Clock, SystemClock
 from core.config import get_settings
 from core.database import Database, resolve_database_url
+from core.durability import ensure_durable
 from exchange.api import errors
 from exchange.api.gateway import Gateway
 from exchange.api.keyring import KeyRing
@@ -36,6 +37,13 @@ def create_app(*, database: Database | None = None, clock: Clock | None = None) 
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
         )
+        try:  # RELIABILITY.md D7, ADR 0023: never serve on a database that could lose commits
+            async with db.connection() as conn:
+                await ensure_durable(conn)
+        except BaseException:
+            if owned:
+                await db.close()
+            raise
         app.state.db = db
         app.state.clock = app_clock
         app.state.ledger = Ledger(db, app_clock)
