@@ -24,6 +24,7 @@ from core.limits import EXTERNAL_REF_LENGTH_MAX, PAGE_SIZE_DEFAULT
 from exchange import bulk, convert, earn, expiry, idempotency, queries, refund, repository, spend
 from exchange.context import Context, check_instant
 from exchange.errors import AllianceNotConfigured, MerchantSuspended
+from exchange.faults import after_commit
 from exchange.views import rfc3339
 from merchants import repository as merchant_repository
 from merchants.models import ALLIANCE_POINT, AllianceSettings, MerchantStatus
@@ -175,6 +176,7 @@ class Ledger:
                         now=refused[1],
                     )
                 raise
+        after_commit()  # a crash-test hook (exchange/faults.py): a no-op unless its variable is set
         return Outcome(body)
 
     async def _mutate(
