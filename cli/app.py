@@ -9,7 +9,7 @@ from cli.admin import admin_app
 from cli.alliance_settings import settings_app
 from cli.keys import keys_app
 from cli.merchant import merchant_app
-from cli.runtime import console, database_url, open_database, where
+from cli.runtime import console, database_url, open_database, refuse_unsafe_database, where
 from cli.webhooks import webhooks_app
 from core.config import get_settings
 
@@ -56,6 +56,7 @@ def serve(
 
     settings = get_settings()
     console.print(f"Database: {where()}")
+    refuse_unsafe_database()
     uvicorn.run(
         "server.main:app_factory",
         factory=True,
@@ -84,6 +85,7 @@ def scheduler() -> None:
         async with open_database() as db:
             await nightly.run(db, SystemClock(), database_url())
 
+    refuse_unsafe_database()
     console.print(
         f"Scheduler on {where()}: settle '{nightly.SETTLE_CRON}', "
         f"expire '{nightly.EXPIRE_CRON}', webhooks '{nightly.WEBHOOKS_CRON}' (UTC cron)."

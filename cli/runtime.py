@@ -13,6 +13,7 @@ from rich.console import Console
 
 from core.config import get_settings
 from core.database import Database, describe, resolve_database_url
+from core.durability import UnsafeDatabaseSettings, ensure_durable
 from core.errors import DomainError
 
 T = TypeVar("T")
@@ -59,6 +60,23 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     except OSError as error:
         err_console.print(f"[bold red]error[/]: cannot reach the database: {error}")
         raise typer.Exit(code=2) from None
+
+
+async def _check_durable() -> None:
+    async with open_database() as db, db.connection() as conn:
+        await ensure_durable(conn)
+
+
+def refuse_unsafe_database() -> None:
+    """Exit 1, before anything starts, unless the database keeps what it commits and runs at the
+    isolation level the code expects (core.durability, ADR 0023). The server's own startup checks
+    too, but a refusal there under several workers would leave uvicorn exiting 0."""
+    try:
+        run(_check_durable())
+    except UnsafeDatabaseSettings as error:
+        err_console.print("[bold red]error[/]: the database is not safe to serve from:")
+        err_console.print(str(error), markup=False, highlight=False)
+        raise typer.Exit(code=1) from None
 
 
 def where() -> str:

@@ -289,11 +289,17 @@ def free_port() -> int:
         return port
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_alliance_serve_exits_non_zero_naming_the_unsafe_setting(
-    unsafe_database_url: str, tmp_path: Path
+    unsafe_database_url: str, tmp_path: Path, workers: int
 ) -> None:
+    """With several workers too: uvicorn's supervisor would exit 0 when its workers refuse, so
+    `alliance serve` checks before it starts any."""
     env = {**os.environ, "DATABASE_URL": unsafe_database_url}
-    command = [*alliance_command(), "serve", "--host", "127.0.0.1", "--port", str(free_port())]
+    command = [
+        *alliance_command(), "serve", "--host", "127.0.0.1", "--port", str(free_port()),
+        "--workers", str(workers),
+    ]  # fmt: skip
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -311,6 +317,6 @@ async def test_alliance_serve_exits_non_zero_naming_the_unsafe_setting(
         returncode = await asyncio.to_thread(process.wait, SERVE_TIMEOUT_S)
     output = log.read_text(errors="replace")
     assert STARTED not in output, f"alliance serve started on an unsafe database:\n{output}"
-    assert returncode != 0, output
+    assert returncode == 1, output
     assert "Refusing to start" in output
     assert "synchronous_commit = 'off' (source: database)" in output
