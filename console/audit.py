@@ -200,6 +200,9 @@ def _problem(entry: Entry, expected_seq: int, prev_hash: bytes) -> str | None:
         return f"entry {expected_seq} is missing"
     if entry.prev_hash != prev_hash:
         return "its prev_hash is not the previous entry's hash"
+    if not isinstance(entry.details, dict):
+        # `append` only writes objects; anything else was written around it.
+        return "its details are not a JSON object"
     recomputed = chain_hash(
         prev_hash,
         canonical(
