@@ -7,12 +7,15 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.runtime import console, open_database, run
+from cli.runtime import cli_actor, console, open_database, run
+from console import audit
+from console.unit import bound
 from core.clock import Clock, SystemClock
 from core.database import Database
 from core.errors import DomainError
@@ -25,7 +28,10 @@ T = TypeVar("T")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 merchant_app = typer.Typer(
-    help="Partner merchants: create, keys, liability limit, bank account, suspend, close.",
+    help=(
+        "Partner merchants: create, keys, liability limit, bank account, webhook URL, suspend, "
+        "close."
+    ),
     no_args_is_help=True,
 )
 
@@ -72,7 +78,9 @@ def create(
     limit: Annotated[
         int, typer.Option("--limit", min=0, help="Liability limit in minor units (fen, cents).")
     ],
-    webhook_url: Annotated[str | None, typer.Option(help="https:// URL for webhooks.")] = None,
+    webhook_url: Annotated[
+        str | None, typer.Option(help="Public https:// URL for webhooks (see set-webhook-url).")
+    ] = None,
     merchant_id: Annotated[
         str | None, typer.Option("--id", help="Choose the id instead of a generated mer_….")
     ] = None,
@@ -212,6 +220,69 @@ def set_limit(
         f"Merchant [bold]{merchant.merchant_id}[/] liability limit is now "
         f"{merchant.liability_limit} minor units."
     )
+
+
+WEBHOOK_URL_ACTION = "merchant.webhook_url"
+
+
+@merchant_app.command(
+    "set-webhook-url",
+    epilog=(
+        "Example: alliance merchant set-webhook-url mer_tea_house "
+        "https://tea.example/alliance/webhooks"
+    ),
+)
+def set_webhook_url(
+    merchant_id: MerchantId,
+    url: Annotated[
+        str | None, typer.Argument(help="The new webhook URL; leave out with --clear.")
+    ] = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Remove the URL: no more webhooks are sent.")
+    ] = False,
+) -> None:
+    """Set (or --clear) where a merchant's webhooks (statement.published) are sent.
+
+    The URL must be public https:// with no user name, password or fragment, and its host no IP
+    address of loopback, a private network, link-local or the like, nor localhost; every address
+    the host resolves to is checked again, and connected to, at each delivery (ADR 0022).
+    ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS=true (development only) allows local receivers, and
+    http:// on loopback. Queued webhooks go to the URL the merchant has when each is sent. The
+    change is written to the audit log.
+    """
+    if clear == (url is not None):
+        raise typer.BadParameter("give a URL, or --clear (not both)")
+    instant = now()
+    actor = cli_actor()
+
+    async def change(db: Database) -> Merchant:
+        async with db.transaction() as conn:
+            merchant = await service.set_webhook_url(bound(conn), merchant_id, url, instant)
+            # In the same transaction: the audit entry commits with the change, or neither does.
+            # The URL's origin only: a path or query may carry the merchant's own secret.
+            await audit.append(
+                conn,
+                actor=actor,
+                action=WEBHOOK_URL_ACTION,
+                target=merchant_id,
+                at=instant,
+                details={"origin": None if url is None else _origin(url)},
+            )
+            return merchant
+
+    merchant = call(change)
+    if merchant.webhook_url is None:
+        console.print(f"Merchant [bold]{merchant.merchant_id}[/] has no webhook URL now.")
+    else:
+        console.print(
+            f"Merchant [bold]{merchant.merchant_id}[/] webhooks go to "
+            f"{escape(merchant.webhook_url)}."
+        )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 @merchant_app.command("list", epilog="Example: alliance merchant list")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,8 +30,30 @@ class Settings(BaseSettings):
     treasury_name: str = Field(default="Demo Alliance Treasury", alias="ALLIANCE_TREASURY_NAME")
     treasury_iban: str = Field(default="NL91ABNA0417164300", alias="ALLIANCE_TREASURY_IBAN")
     treasury_bic: str | None = Field(default="ABNANL2A", alias="ALLIANCE_TREASURY_BIC")
+    # Development and tests only: webhooks may go to loopback and private addresses, and plain
+    # http:// to loopback (ADR 0022, merchants.webhook_urls). Off, they go to public https only.
+    webhook_allow_private_targets: bool = Field(
+        default=False, alias="ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS"
+    )
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+_warned: set[int] = set()
+
+
+def webhook_private_targets_allowed() -> bool:
+    """`ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS`; when on, a warning is logged (once per settings
+    read), for it lets a merchant's webhook URL point into the exchange's own network."""
+    settings = get_settings()
+    allowed = settings.webhook_allow_private_targets
+    if allowed and id(settings) not in _warned:
+        _warned.add(id(settings))
+        logging.getLogger("alliance.webhooks").warning(
+            "ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS is on: webhook URLs may point at loopback and "
+            "private addresses, and use http:// to loopback. For development and tests only."
+        )
+    return allowed

@@ -17,14 +17,16 @@ To see it work against `make run`'s demo alliance (`make run` serving in another
 
        .venv/bin/python examples/webhook_receiver.py --port 8081
 
-2. Point the tea house's webhook URL at it (plain http:// is allowed only on loopback). The
-   `alliance merchant` commands set a webhook URL only on a new merchant (`alliance merchant
-   create NAME --limit N --webhook-url URL`), so set the demo merchant's in the database, with
-   psql (pgserver ships one, in .venv/lib/python3.11/site-packages/pgserver/pginstall/bin/):
+2. Point the tea house's webhook URL at it. Webhooks go only to public https:// URLs (ADR
+   0022): a receiver on this machine needs the development setting
+   ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS=true, which allows loopback and private addresses,
+   and plain http:// to loopback, both when the URL is set and when webhooks are sent. Export it
+   in the terminal where you run the steps below (never in production), find the tea house's id
+   (Jade Tea House, mer_…) with `alliance merchant list`, and set its URL:
 
-       DB=$(.venv/bin/python -c 'from cli.runtime import database_url; print(database_url())')
-       psql "$DB" -c "UPDATE merchants SET webhook_url = 'http://127.0.0.1:8081/webhooks'
-         WHERE merchant_id = (SELECT merchant_id FROM merchant_keys WHERE key_id = 'tea-house-1')"
+       export ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS=true
+       .venv/bin/alliance merchant list
+       .venv/bin/alliance merchant set-webhook-url MER_ID http://127.0.0.1:8081/webhooks
 
 3. Settle the demo's finished days: one statement per merchant per day, and for each of the
    tea house's a `statement.published` event, written by the run that makes the statement:
@@ -35,7 +37,9 @@ To see it work against `make run`'s demo alliance (`make run` serving in another
    business and settle it in an ad-hoc period instead: `.venv/bin/python examples/checkout.py`,
    then `.venv/bin/alliance settle --cutoff $(date -u +%Y-%m-%dT%H:%M:%SZ)`.)
 
-4. Send the due webhooks now (the scheduler, `alliance scheduler`, does it every minute):
+4. Send the due webhooks now (the scheduler, `alliance scheduler`, does it every minute; it
+   too needs ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS=true to send to this receiver, or it gives
+   the events up as refused):
 
        .venv/bin/alliance webhooks deliver
 

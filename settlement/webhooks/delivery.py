@@ -14,6 +14,19 @@ signing key (`exchange.exchange_keys.signing_key`, the key that signs responses)
 `"idempotency-key"` (the event id, the same on every attempt), with `keyid`, `created` and a fresh
 `nonce`. `sdk.webhooks.verify_webhook` checks exactly that.
 
+Where a request may go (ADR 0022, "Where webhooks may go"): before each attempt the merchant's URL
+is judged again (`merchants.webhook_urls.check_url`: https only, no userinfo or fragment, an IP
+literal in any spelling must be public, no `localhost`), its host is resolved (`resolver`,
+getaddrinfo by default) and every address it resolves to must be public; the request is then
+sent to the first of those addresses, with the URL's host as the Host header and TLS server name
+(SNI, and the certificate is checked against it), so the connection goes to the address that was
+checked, whatever the resolver answers next (DNS rebinding). A refused URL is an attempt with an
+error and no request: given up at once when the URL itself is refused (it cannot get better),
+retried like an unreachable receiver when it is what the host resolves to (or it resolves to
+nothing).
+`ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS` (development and tests) lets loopback and private
+addresses through, and plain http:// to loopback. Proxies from the environment are not used.
+
 A 2xx answer delivers the event; anything else (another status, a redirect, which is not followed,
 a timeout, a refused connection) schedules the next attempt after `backoff_s`, until
 `limits.MAX_ATTEMPTS`, after which the event is marked failed. An event an operator put back
@@ -39,9 +52,12 @@ import httpx2
 from asyncpg import Record
 
 from core.clock import Clock
+from core.config import webhook_private_targets_allowed
 from core.database import Database
 from exchange import exchange_keys
 from exchange.exchange_keys import ExchangeKey
+from merchants import webhook_urls
+from merchants.webhook_urls import Resolver, UnsafeWebhookUrl, WebhookTarget
 from sdk.signing import sign_request, split_url
 from settlement.webhooks import limits, outbox
 
@@ -121,12 +137,18 @@ async def deliver_due(
     transport: httpx2.AsyncBaseTransport | None = None,
     rng: random.Random | None = None,
     progress: Progress = quiet,
+    resolver: Resolver = webhook_urls.resolve,
+    allow_private_targets: bool | None = None,
 ) -> DeliveryReport:
-    """Attempt every event due now, once each, at most `max_events`; see the module's doc."""
+    """Attempt every event due now, once each, at most `max_events`; see the module's doc.
+    `allow_private_targets` None means the `ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS` setting."""
     report = DeliveryReport()
     timeout = httpx2.Timeout(limits.REQUEST_TIMEOUT_S)
+    if allow_private_targets is None:
+        allow_private_targets = webhook_private_targets_allowed()
+    targets = _Targets(resolver, allow_private_targets)
     async with httpx2.AsyncClient(
-        timeout=timeout, follow_redirects=False, transport=transport
+        timeout=timeout, follow_redirects=False, transport=transport, trust_env=False
     ) as client:
         while len(report.attempts) < max_events:
             now = clock.now()
@@ -136,7 +158,7 @@ async def deliver_due(
                 break
             key = await exchange_keys.signing_key(db, now)
             outcomes = await asyncio.gather(
-                *(_attempt(db, client, clock, key, event, rng) for event in claimed)
+                *(_attempt(db, client, targets, clock, key, event, rng) for event in claimed)
             )
             report.attempts.extend(outcomes)
             progress(len(report.attempts))
@@ -169,6 +191,7 @@ async def _claim(db: Database, now: datetime, batch: int) -> list[Record]:
 async def _attempt(
     db: Database,
     client: httpx2.AsyncClient,
+    targets: _Targets,
     clock: Clock,
     key: ExchangeKey,
     event: Record,
@@ -185,10 +208,13 @@ async def _attempt(
         error, final = "the merchant has no webhook URL any more", True
     else:
         try:
+            pinned = await targets.pin(url)
             async with db.connection() as conn:
                 body = await outbox.render(conn, event)
             headers = _signed_headers(url, body, event["event_id"], key, clock)
-            status_code, excerpt = await _post(client, url, body, headers)
+            status_code, excerpt = await _post(client, pinned, body, headers)
+        except _Refused as refused:
+            error, final = f"refused, not sent: {refused}"[: limits.ERROR_CHARS], refused.final
         except outbox.EventGone as gone:
             error, final = str(gone), True
         except (httpx2.HTTPError, ValueError) as failure:
@@ -216,11 +242,78 @@ def _budget_used(event: Record) -> int:
     return used
 
 
+class _Refused(Exception):
+    """A webhook URL, or what its host resolves to, is not somewhere a webhook may go."""
+
+    def __init__(self, reason: str, *, final: bool) -> None:
+        super().__init__(reason)
+        self.final = final
+        """True when the URL itself is refused: no later attempt can succeed."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Pinned:
+    """Where one request goes: `url` has the checked address for its host; the Host header and
+    the TLS server name keep the URL's host."""
+
+    url: httpx2.URL
+    host_header: str
+    server_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Targets:
+    resolver: Resolver
+    allow_private: bool
+
+    async def pin(self, url: str) -> _Pinned:
+        """The checked address to send to, or `_Refused`. The URL is judged as registration
+        judges it; the host httpx2 would connect to is then resolved here, once, and the request
+        goes to the address checked, not to a name a resolver could answer differently later."""
+        try:
+            webhook_urls.check_url(url, allow_private=self.allow_private)
+            parsed = httpx2.URL(url)
+            host = parsed.raw_host.decode("ascii").strip("[]").rstrip(".")
+            literal = webhook_urls.ip_literal(host)
+        except (UnsafeWebhookUrl, httpx2.InvalidURL, ValueError) as unsafe:
+            raise _Refused(str(unsafe), final=True) from None
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        target = WebhookTarget(scheme=parsed.scheme, host=host, port=port, address=literal)
+        if literal is not None:
+            addresses: list[webhook_urls.IPAddress] = [literal]
+        else:
+            try:
+                async with asyncio.timeout(limits.REQUEST_TIMEOUT_S):
+                    addresses = list(await self.resolver(host, port))
+            except OSError as failure:  # socket.gaierror, TimeoutError
+                reason = f"cannot resolve {host}: {type(failure).__name__}: {failure}"
+                raise _Refused(reason, final=False) from None
+        try:
+            chosen = webhook_urls.check_addresses(
+                addresses, target, allow_private=self.allow_private
+            )
+        except UnsafeWebhookUrl as unsafe:
+            raise _Refused(str(unsafe), final=literal is not None) from None
+        return _Pinned(
+            url=parsed.copy_with(host=str(chosen)),
+            host_header=parsed.netloc.decode("ascii"),
+            server_name=host,
+        )
+
+
 async def _post(
-    client: httpx2.AsyncClient, url: str, body: bytes, headers: dict[str, str]
+    client: httpx2.AsyncClient, pinned: _Pinned, body: bytes, headers: dict[str, str]
 ) -> tuple[int, str | None]:
     """The answer's status and the start of its text; the rest of the body is never read."""
-    async with client.stream("POST", url, content=body, headers=headers) as response:
+    request = client.build_request(
+        "POST",
+        pinned.url,
+        content=body,
+        headers=headers | {"Host": pinned.host_header},
+        extensions={"sni_hostname": pinned.server_name},
+    )
+    response = await client.send(request, stream=True)
+    try:
         wanted = limits.RESPONSE_EXCERPT_CHARS * 4  # UTF-8 needs at most 4 bytes a character
         start = b""
         async for chunk in response.aiter_bytes():
@@ -229,6 +322,8 @@ async def _post(
                 break
         text = start[:wanted].decode("utf-8", errors="replace")
         return response.status_code, text[: limits.RESPONSE_EXCERPT_CHARS] or None
+    finally:
+        await response.aclose()
 
 
 def _signed_headers(

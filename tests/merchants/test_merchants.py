@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
 
 from core.clock import FixedClock
+from core.config import get_settings
 from core.database import Database
 from merchants import service
 from merchants.errors import DuplicateMerchant, InvalidField, MerchantClosed, MerchantNotFound
@@ -81,9 +83,156 @@ async def test_malformed_merchant_is_refused(
     assert caught.value.extra["field"] == field
 
 
-async def test_plain_http_webhook_is_allowed_on_loopback(make_merchant: MakeMerchant) -> None:
-    merchant = await make_merchant(webhook_url="http://127.0.0.1:9000/hooks")
-    assert merchant.webhook_url == "http://127.0.0.1:9000/hooks"
+# Where webhooks may go (ADR 0022, Reliability A5): refused at registration, in every disguise.
+WEBHOOK_URLS_REFUSED = [
+    # loopback, and "this host"
+    ("https://127.0.0.1/hooks", "not a public address"),
+    ("https://127.0.0.1:8443/hooks", "not a public address"),
+    ("https://localhost/hooks", "is this machine"),
+    ("https://LocalHost./hooks", "is this machine"),
+    ("https://hooks.localhost/hooks", "is this machine"),
+    ("https://0.0.0.0/hooks", "not a public address"),
+    # private, link-local (cloud metadata), shared (CGNAT), multicast, broadcast
+    ("https://10.1.2.3/hooks", "not a public address"),
+    ("https://172.16.0.1/hooks", "not a public address"),
+    ("https://172.31.255.254/hooks", "not a public address"),
+    ("https://192.168.1.10/hooks", "not a public address"),
+    ("https://169.254.169.254/latest/meta-data/", "not a public address"),
+    ("https://100.64.0.1/hooks", "not a public address"),
+    ("https://100.127.255.254/hooks", "not a public address"),
+    ("https://224.0.0.1/hooks", "not a public address"),
+    ("https://255.255.255.255/hooks", "not a public address"),
+    # IPv6: loopback, unique local, link-local (scoped too), unspecified, IPv4 inside IPv6
+    ("https://[::1]/hooks", "not a public address"),
+    ("https://[fc00::1]/hooks", "not a public address"),
+    ("https://[fe80::1]/hooks", "not a public address"),
+    ("https://[fe80::1%25eth0]/hooks", "not a public address"),
+    ("https://[::]/hooks", "not a public address"),
+    ("https://[::ffff:127.0.0.1]/hooks", "not a public address"),
+    ("https://[::ffff:7f00:1]/hooks", "not a public address"),
+    ("https://[::ffff:169.254.169.254]/hooks", "not a public address"),
+    ("https://[2002:7f00:1::]/hooks", "not a public address"),  # 6to4 of 127.0.0.1
+    ("https://[64:ff9b::a9fe:a9fe]/hooks", "not a public address"),  # NAT64 of the metadata IP
+    # IPv4 as inet_aton reads it: decimal, octal, hex, short forms
+    ("https://2130706433/hooks", "(that is 127.0.0.1)"),
+    ("https://0177.0.0.1/hooks", "(that is 127.0.0.1)"),
+    ("https://0x7f000001/hooks", "(that is 127.0.0.1)"),
+    ("https://0x7f.1/hooks", "(that is 127.0.0.1)"),
+    ("https://127.1/hooks", "(that is 127.0.0.1)"),
+    ("https://0/hooks", "(that is 0.0.0.0)"),
+    ("https://012.0.0.1/hooks", "(that is 10.0.0.1)"),
+    ("https://0xa9.0xfe.0xa9.0xfe/hooks", "(that is 169.254.169.254)"),
+    ("https://2852039166/latest", "(that is 169.254.169.254)"),
+    ("https://1.2.3.4.5/hooks", "neither a name nor an address"),
+    ("https://shop.123/hooks", "neither a name nor an address"),
+    # the scheme
+    ("http://tea.example/hooks", "must be https://"),
+    ("http://127.0.0.1:9000/hooks", "must be https://"),
+    ("ftp://tea.example/hooks", "must be https://"),
+    ("javascript:alert(1)", "must be https://"),
+    # userinfo, fragments and characters parsers disagree about
+    ("https://good@127.0.0.1/hooks", "user name or password"),
+    ("https://tea.example@127.0.0.1/hooks", "user name or password"),
+    ("https://user:secret@tea.example/hooks", "user name or password"),
+    ("https://tea.example:443@169.254.169.254/", "user name or password"),
+    ("https://tea.example#@127.0.0.1/hooks", "fragment"),
+    ("https://tea.example/hooks#part", "fragment"),
+    ("https://tea.example\\@127.0.0.1/hooks", "backslashes"),
+    ("https://tea.example /hooks", "whitespace"),
+    # no host, or one that is no public name
+    ("https:///hooks", "no host"),
+    ("https://intranet/hooks", "not a fully qualified domain name"),
+    ("https://[::1/hooks", "malformed"),
+]
+
+
+@pytest.fixture
+def private_targets(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[bool], None]]:
+    """Turn ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS on or off (off to begin with)."""
+
+    def turn(on: bool) -> None:
+        monkeypatch.setenv("ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true" if on else "false")
+        get_settings.cache_clear()
+
+    turn(False)
+    yield turn
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(("url", "reason"), WEBHOOK_URLS_REFUSED)
+async def test_a_webhook_url_that_is_not_public_https_is_refused(
+    db: Database,
+    clock: FixedClock,
+    private_targets: Callable[[bool], None],
+    url: str,
+    reason: str,
+) -> None:
+    name = unique("Shop")
+    with pytest.raises(InvalidField) as caught:
+        await service.create_merchant(
+            db, name=name, liability_limit=1, webhook_url=url, now=clock.now()
+        )
+    assert caught.value.extra["field"] == "webhook_url"
+    assert reason in caught.value.detail
+    assert name not in {m.name for m in await service.list_merchants(db)}
+
+
+def test_the_refusals_cover_reliability_a5() -> None:
+    assert len(WEBHOOK_URLS_REFUSED) >= 25
+    assert len({url for url, _ in WEBHOOK_URLS_REFUSED}) == len(WEBHOOK_URLS_REFUSED)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://tea.example/hooks",
+        "https://hooks.tea.example:8443/alliance?till=7",
+        "https://93.184.215.14/hooks",
+        "https://[2606:4700:4700::1111]/hooks",
+        "https://tea.example./hooks",
+    ],
+)
+async def test_a_public_https_webhook_url_is_accepted(
+    make_merchant: MakeMerchant, private_targets: Callable[[bool], None], url: str
+) -> None:
+    assert (await make_merchant(webhook_url=url)).webhook_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9000/hooks",
+        "http://localhost:9000/hooks",
+        "http://[::1]:9000/hooks",
+        "https://10.1.2.3/hooks",
+        "https://receiver.internal/hooks",
+    ],
+)
+async def test_the_development_setting_allows_private_targets_and_http_on_loopback(
+    make_merchant: MakeMerchant, private_targets: Callable[[bool], None], url: str
+) -> None:
+    private_targets(True)
+    assert (await make_merchant(webhook_url=url)).webhook_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://tea.example/hooks",
+        "http://10.1.2.3/hooks",
+        "https://good@127.0.0.1/hooks",
+        "https://tea.example/hooks#part",
+    ],
+)
+async def test_the_development_setting_still_refuses_http_off_loopback_and_userinfo(
+    db: Database, clock: FixedClock, private_targets: Callable[[bool], None], url: str
+) -> None:
+    private_targets(True)
+    with pytest.raises(InvalidField) as caught:
+        await service.create_merchant(
+            db, name=unique("Shop"), liability_limit=1, webhook_url=url, now=clock.now()
+        )
+    assert caught.value.extra["field"] == "webhook_url"
 
 
 async def test_unknown_merchant_is_not_found(db: Database, clock: FixedClock) -> None:

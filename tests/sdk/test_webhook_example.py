@@ -1,6 +1,8 @@
 """examples/webhook_receiver.py against the demo alliance, as its docstring walks through it: the
-receiver on a free port, the tea house's webhook URL pointed at it, `alliance settle`, then
-`alliance webhooks deliver`; what it prints is checked against the statements the exchange has.
+receiver on a free port, the tea house's webhook URL pointed at it (`alliance merchant
+set-webhook-url`), `alliance settle`, then `alliance webhooks deliver`, the operator's commands
+with ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS on, for the receiver is on loopback; what it prints
+is checked against the statements the exchange has.
 This module has its own demo alliance (test_examples.py's fixture), so its settlement runs after
 the URL is set, whatever the order of the tests elsewhere."""
 
@@ -138,31 +140,50 @@ def receiver(demo: DemoAlliance, tmp_path: Path) -> Iterator[Receiver]:
         process.stdout.close()
 
 
-def alliance(demo: DemoAlliance, *args: str) -> str:
-    """Run an operator's command on the demo alliance; its output."""
-    ran = subprocess.run(
+LOCAL_RECEIVERS = {"ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true"}
+"""The development setting the walk-through turns on: webhooks may go to a loopback receiver."""
+
+
+def alliance(
+    demo: DemoAlliance, *args: str, env: dict[str, str] = LOCAL_RECEIVERS
+) -> subprocess.CompletedProcess[str]:
+    """Run an operator's command on the demo alliance, as the walk-through does."""
+    return subprocess.run(
         [*alliance_command(), *args],
-        env=alliance_env(demo.url),
+        env=alliance_env(demo.url, **env),
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
         timeout=DEMO_TIMEOUT_S,
     )
+
+
+def operate(demo: DemoAlliance, *args: str) -> str:
+    """An operator's command that succeeds; its output."""
+    ran = alliance(demo, *args)
     assert ran.returncode == 0, ran.stderr + ran.stdout
     return ran.stdout
 
 
-async def point_webhooks_at(db: Database, key_id: str, url: str) -> None:
-    """Set the webhook URL of the merchant whose key is `key_id`, as the example's docstring does
-    (`alliance merchant` sets one only when it creates a merchant)."""
+async def merchant_of(db: Database, key_id: str) -> str:
     async with db.connection() as conn:
-        changed = await conn.execute(
-            """UPDATE merchants SET webhook_url = $2
-               WHERE merchant_id = (SELECT merchant_id FROM merchant_keys WHERE key_id = $1)""",
-            key_id,
-            url,
+        merchant_id: str = await conn.fetchval(
+            "SELECT merchant_id FROM merchant_keys WHERE key_id = $1", key_id
         )
-    assert changed == "UPDATE 1"
+    return merchant_id
+
+
+async def point_webhooks_at(demo: DemoAlliance, key_id: str, url: str) -> None:
+    """Set the webhook URL of the merchant whose key is `key_id`, as the example's docstring
+    does: `alliance merchant set-webhook-url`, with the development setting on (and refused
+    without it, the receiver being on loopback)."""
+    merchant_id = await merchant_of(demo.db, key_id)
+    off = {"ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS": "false"}
+    refused = alliance(demo, "merchant", "set-webhook-url", merchant_id, url, env=off)
+    assert refused.returncode == 1, refused.stderr + refused.stdout
+    assert "ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS" in refused.stderr
+    printed = operate(demo, "merchant", "set-webhook-url", merchant_id, url)
+    assert f"webhooks go to {url}" in " ".join(printed.split())  # as rich may wrap it
 
 
 async def events_of(db: Database, key_id: str) -> dict[str, tuple[str, str]]:
@@ -181,9 +202,9 @@ async def test_the_receiver_prints_each_statement_once_and_acknowledges_a_redeli
     demo: DemoAlliance,
     receiver: Receiver,
 ):
-    await point_webhooks_at(demo.db, TEA_HOUSE, receiver.url)
-    alliance(demo, "settle", "--out", str(demo.keys.parent / "payments"))
-    alliance(demo, "webhooks", "deliver")
+    await point_webhooks_at(demo, TEA_HOUSE, receiver.url)
+    operate(demo, "settle", "--out", str(demo.keys.parent / "payments"))
+    operate(demo, "webhooks", "deliver")
 
     expected = await statement_ids(demo.db, TEA_HOUSE)
     assert len(expected) >= 2  # the demo's week settles into a statement a day
@@ -217,7 +238,7 @@ async def test_the_receiver_prints_each_statement_once_and_acknowledges_a_redeli
                WHERE event_id = $1""",
             again_event,
         )
-    alliance(demo, "webhooks", "deliver")
+    operate(demo, "webhooks", "deliver")
 
     receiver.output.wait_for(  # its first line, and one more: acknowledged, or processed again
         "the redelivery", lambda lines: sum(again_event in line for line in lines) >= 2

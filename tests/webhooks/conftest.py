@@ -1,13 +1,15 @@
 """Webhook tests: an alliance of their own (settlement's fixtures) and a real HTTP receiver on
 127.0.0.1 that checks every delivery with `sdk.webhooks.verify_webhook`, against the keys the
-exchange publishes at GET /v1/exchange-keys."""
+exchange publishes at GET /v1/exchange-keys. The receiver is on loopback, where webhooks may go
+only with ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS on: these tests turn it on (test_targets.py
+turns it off where it checks what is refused)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import collections
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -15,12 +17,22 @@ import pytest
 from aiohttp import web
 
 from core.clock import Clock
+from core.config import get_settings
 from core.database import Database
 from sdk.webhooks import WebhookEvent, WebhookVerificationError, verify_webhook
 from server.main import create_app
 from tests.api.conftest import AUTHORITY
 from tests.cli.conftest import alliance  # noqa: F401
 from tests.settlement.conftest import alliance_db, alliance_ledger, day_clock  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def private_targets_allowed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The development setting on: the receiver below is on 127.0.0.1."""
+    monkeypatch.setenv("ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 async def published_keys(db: Database, clock: Clock) -> dict[str, bytes]:
