@@ -25,7 +25,8 @@ error and no request: given up at once when the URL itself is refused (it cannot
 retried like an unreachable receiver when it is what the host resolves to (or it resolves to
 nothing).
 `ALLIANCE_WEBHOOK_ALLOW_PRIVATE_TARGETS` (development and tests) lets loopback and private
-addresses through, and plain http:// to loopback. Proxies from the environment are not used.
+addresses through, and plain http:// to loopback. Proxies from the environment are not used, nor
+is a connection kept for another request (the pool would know it by address alone).
 
 A 2xx answer delivers the event; anything else (another status, a redirect, which is not followed,
 a timeout, a refused connection) schedules the next attempt after `backoff_s`, until
@@ -147,8 +148,14 @@ async def deliver_due(
     if allow_private_targets is None:
         allow_private_targets = webhook_private_targets_allowed()
     targets = _Targets(resolver, allow_private_targets)
+    # No keep-alive: the pool knows a connection by address, and a connection (its TLS session
+    # verified for one host name) must not carry the next request, maybe for another name there.
     async with httpx2.AsyncClient(
-        timeout=timeout, follow_redirects=False, transport=transport, trust_env=False
+        timeout=timeout,
+        follow_redirects=False,
+        transport=transport,
+        trust_env=False,
+        limits=httpx2.Limits(max_keepalive_connections=0),
     ) as client:
         while len(report.attempts) < max_events:
             now = clock.now()

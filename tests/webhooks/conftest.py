@@ -73,6 +73,8 @@ class Receiver:
     received: list[Delivery] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     in_flight: collections.Counter[str] = field(default_factory=collections.Counter)
+    peers: list[object] = field(default_factory=list)
+    """The exchange's end (address, port) of the connection each request came on."""
     overlaps: int = 0
 
     def url(self, name: str) -> str:
@@ -83,6 +85,8 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        if request.transport is not None:
+            self.peers.append(request.transport.get_extra_info("peername"))
         headers = {name: ", ".join(request.headers.getall(name)) for name in request.headers}
         try:
             event = verify_webhook(

@@ -309,3 +309,24 @@ async def test_with_the_development_setting_plain_http_still_goes_only_to_loopba
     assert network.requests == []
     assert attempt.error is not None
     assert "not loopback" in attempt.error
+
+
+async def test_no_connection_is_reused_for_another_request(
+    alliance_db, alliance_ledger, day_clock, receiver, monkeypatch
+):
+    """Two names at one address: the second request gets a connection of its own, as a TLS
+    session verified for one name must not carry a request for another."""
+    monkeypatch.setattr(limits, "CLAIM_BATCH", 1)  # one after the other, in one client
+    merchants, _ = await settle_day_one(alliance_db, alliance_ledger, day_clock, receiver, hooked=2)
+    named = f"http://localhost:{receiver.port}/hooks/{merchants[0].merchant_id}?till=7"
+    await set_webhook(alliance_db, merchants[0].merchant_id, named)
+
+    report = await delivery.deliver_due(
+        alliance_db, day_clock, resolver=ScriptedResolver([ip("127.0.0.1")])
+    )
+
+    assert report.delivered == 2
+    assert sorted(d.url for d in receiver.received) == sorted(
+        [named, receiver.url(merchants[1].merchant_id)]
+    )
+    assert len(set(receiver.peers)) == 2, receiver.peers
