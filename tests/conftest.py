@@ -24,6 +24,8 @@ from core.database import Database, asyncpg_dsn, embedded_database_url
 from core.migrations import upgrade_to_head_async
 from exchange.service import Ledger
 
+pytest_plugins = ["tests.log_scan"]
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 

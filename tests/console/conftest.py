@@ -22,9 +22,12 @@ from core.clock import FixedClock
 from core.database import Database
 from server.main import create_app
 from tests.factories import unique
+from tests.log_scan import register_secret
 
 SECRET = "console-test-secret-" + "x" * 32
 PASSWORD = "correct horse battery staple"
+register_secret(SECRET)
+register_secret(PASSWORD)
 CHROMIUM = Path("/usr/bin/chromium")
 _CSRF_FIELD = re.compile(r'name="csrftoken" value="([^"]+)"')
 
