@@ -56,6 +56,28 @@ def call(action: Callable[[Database], Awaitable[T]]) -> T:
     return run(main())
 
 
+def audited(
+    action: str,
+    target: str,
+    change: Callable[[Database], Awaitable[T]],
+    details: Callable[[T], audit.Details],
+    at: datetime,
+) -> T:
+    """`call`, with the change written to the audit log as the console writes it (same action
+    names), in the same transaction: both commit, or neither does. The actor is cli:<user>."""
+    actor = cli_actor()
+
+    async def change_and_record(db: Database) -> T:
+        async with db.transaction() as conn:
+            result = await change(bound(conn))
+            await audit.append(
+                conn, actor=actor, action=action, target=target, at=at, details=details(result)
+            )
+            return result
+
+    return call(change_and_record)
+
+
 def parse_instant(value: str | None, option: str) -> datetime | None:
     """An RFC 3339 instant (offset required, so it is never read in some local zone), in UTC."""
     if value is None:
@@ -86,20 +108,41 @@ def create(
     ] = None,
 ) -> None:
     """Create an active merchant with a liability limit."""
-    merchant = call(
-        lambda db: service.create_merchant(
-            db,
-            name=name,
-            liability_limit=limit,
-            webhook_url=webhook_url,
-            merchant_id=merchant_id,
-            now=now(),
-        )
-    )
+    instant = now()
+    merchant = call(lambda db: _create_audited(db, name, limit, webhook_url, merchant_id, instant))
     console.print(
         f"Created merchant [bold]{merchant.merchant_id}[/] ({escape(merchant.name)}), "
         f"liability limit {merchant.liability_limit} minor units."
     )
+
+
+async def _create_audited(
+    db: Database,
+    name: str,
+    limit: int,
+    webhook_url: str | None,
+    merchant_id: str | None,
+    instant: datetime,
+) -> Merchant:
+    """The merchant and its audit entry in one transaction (its id is known only once made)."""
+    async with db.transaction() as conn:
+        merchant = await service.create_merchant(
+            bound(conn),
+            name=name,
+            liability_limit=limit,
+            webhook_url=webhook_url,
+            merchant_id=merchant_id,
+            now=instant,
+        )
+        await audit.append(
+            conn,
+            actor=cli_actor(),
+            action="merchant.create",
+            target=merchant.merchant_id,
+            at=instant,
+            details={"name": merchant.name, "liability_limit": limit},
+        )
+        return merchant
 
 
 @merchant_app.command(
@@ -138,7 +181,10 @@ def add_key(
     raw = _read_public_key(public_key, public_key_file)
     starts = parse_instant(not_before, "--not-before")
     ends = parse_instant(not_after, "--not-after")
-    key = call(
+    instant = now()
+    key = audited(
+        "merchant.key_add",
+        merchant_id,
         lambda db: service.add_key(
             db,
             merchant_id=merchant_id,
@@ -146,8 +192,10 @@ def add_key(
             key_id=key_id,
             not_before=starts,
             not_after=ends,
-            now=now(),
-        )
+            now=instant,
+        ),
+        lambda key: {"key_id": key.key_id, "thumbprint": jwk_thumbprint(key.public_key)},
+        instant,
     )
     until = key.not_after.isoformat() if key.not_after else "revoked"
     thumbprint = jwk_thumbprint(key.public_key)
@@ -180,7 +228,14 @@ def revoke_key(
     key_id: Annotated[str, typer.Argument(help="The key id to revoke.")],
 ) -> None:
     """Revoke a key from now on, for good: requests signed with it are refused."""
-    key = call(lambda db: service.revoke_key(db, merchant_id=merchant_id, key_id=key_id, now=now()))
+    instant = now()
+    key = audited(
+        "merchant.key_revoke",
+        merchant_id,
+        lambda db: service.revoke_key(db, merchant_id=merchant_id, key_id=key_id, now=instant),
+        lambda key: {"key_id": key.key_id},
+        instant,
+    )
     assert key.revoked_at is not None
     console.print(f"Key [bold]{key.key_id}[/] of {merchant_id} revoked as of {key.revoked_at}.")
 
@@ -188,19 +243,31 @@ def revoke_key(
 @merchant_app.command(epilog="Example: alliance merchant suspend mer_tea_house")
 def suspend(merchant_id: MerchantId) -> None:
     """Suspend a merchant: its requests are refused until it is reactivated."""
-    _print_status(call(lambda db: service.suspend(db, merchant_id, now())))
+    _print_status(_status_change("suspend", merchant_id))
 
 
 @merchant_app.command(epilog="Example: alliance merchant reactivate mer_tea_house")
 def reactivate(merchant_id: MerchantId) -> None:
     """Let a suspended merchant transact again (a closed one cannot be)."""
-    _print_status(call(lambda db: service.reactivate(db, merchant_id, now())))
+    _print_status(_status_change("reactivate", merchant_id))
 
 
 @merchant_app.command(epilog="Example: alliance merchant close mer_tea_house")
 def close(merchant_id: MerchantId) -> None:
     """Close a merchant for good; it can never be reactivated."""
-    _print_status(call(lambda db: service.close(db, merchant_id, now())))
+    _print_status(_status_change("close", merchant_id))
+
+
+def _status_change(verb: str, merchant_id: str) -> Merchant:
+    change = {"suspend": service.suspend, "reactivate": service.reactivate, "close": service.close}
+    instant = now()
+    return audited(
+        f"merchant.{verb}",
+        merchant_id,
+        lambda db: change[verb](db, merchant_id, instant),
+        lambda merchant: {"status": merchant.status.value},
+        instant,
+    )
 
 
 def _print_status(merchant: Merchant) -> None:
@@ -215,7 +282,20 @@ def set_limit(
     minor_units: Annotated[int, typer.Argument(min=0, help="New liability limit, minor units.")],
 ) -> None:
     """Change a merchant's liability limit; it applies to the next issuance."""
-    merchant = call(lambda db: service.set_liability_limit(db, merchant_id, minor_units, now()))
+    instant = now()
+
+    async def change(db: Database) -> tuple[int, Merchant]:
+        before = await service.get_merchant(db, merchant_id)
+        after = await service.set_liability_limit(db, merchant_id, minor_units, instant)
+        return before.liability_limit, after
+
+    _, merchant = audited(
+        "merchant.limit",
+        merchant_id,
+        change,
+        lambda changed: {"from": changed[0], "to": changed[1].liability_limit},
+        instant,
+    )
     console.print(
         f"Merchant [bold]{merchant.merchant_id}[/] liability limit is now "
         f"{merchant.liability_limit} minor units."

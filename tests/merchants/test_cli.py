@@ -263,3 +263,56 @@ async def test_currency_add_and_rate_set(cli_clock: FixedClock) -> None:
     assert f"1 {code} converts to 0.25 AP from 2042-01-01T00:00:00+00:00" in rate.output
     listed = await invoke(settings_app, "rate", "list")
     assert code in listed.output
+
+
+async def audit_of(db: Database, merchant_id: str) -> list[tuple[str, str, dict[str, object]]]:
+    async with db.connection() as conn:
+        rows = await conn.fetch(
+            "SELECT action, actor, details FROM audit_log WHERE target = $1 ORDER BY seq",
+            merchant_id,
+        )
+    return [(row["action"], row["actor"], dict(row["details"])) for row in rows]
+
+
+async def test_every_change_a_command_makes_is_in_the_audit_chain(db: Database) -> None:
+    """RELIABILITY.md S5: every key event, and every other change to a merchant, is audited
+    from the command line as from the console, with the same action names."""
+    merchant_id = await create("Audited Shop " + unique("x"))
+    raw = raw_public_key()
+    key_id = f"{merchant_id}-k1"
+    steps = [
+        ("add-key", merchant_id, "--public-key", base64.b64encode(raw).decode(), "--key-id")
+        + (key_id,),
+        ("revoke-key", merchant_id, key_id),
+        ("set-limit", merchant_id, "900"),
+        ("suspend", merchant_id),
+        ("reactivate", merchant_id),
+        ("close", merchant_id),
+    ]
+    for step in steps:
+        result = await invoke(merchant_app, *step)
+        assert result.exit_code == 0, result.output
+    entries = await audit_of(db, merchant_id)
+    assert [action for action, _, _ in entries] == [
+        "merchant.create",
+        "merchant.key_add",
+        "merchant.key_revoke",
+        "merchant.limit",
+        "merchant.suspend",
+        "merchant.reactivate",
+        "merchant.close",
+    ]
+    assert all(actor.startswith("cli") for _, actor, _ in entries)
+    details = [detail for _, _, detail in entries]
+    assert details[1]["key_id"] == key_id
+    assert details[1]["thumbprint"]
+    assert details[2] == {"key_id": key_id}
+    assert details[3] == {"from": 700, "to": 900}
+    assert [d["status"] for d in details[4:]] == ["suspended", "active", "closed"]
+
+
+async def test_a_refused_command_writes_no_audit_entry(db: Database) -> None:
+    merchant_id = await create()
+    refused = await invoke(merchant_app, "revoke-key", merchant_id, "no-such-key")
+    assert refused.exit_code == 1, refused.output
+    assert [action for action, _, _ in await audit_of(db, merchant_id)] == ["merchant.create"]

@@ -145,9 +145,11 @@ async def test_set_webhook_url_refuses_closed_and_unknown_merchants(
 
 
 async def audit_of(db: Database, merchant_id: str) -> list[dict[str, object]]:
+    """The merchant's audit entries after its creation (`merchant.create`, audited too)."""
     async with db.connection() as conn:
         rows = await conn.fetch(
-            "SELECT actor, action, details FROM audit_log WHERE target = $1 ORDER BY seq",
+            """SELECT actor, action, details FROM audit_log
+               WHERE target = $1 AND action <> 'merchant.create' ORDER BY seq""",
             merchant_id,
         )
     return [dict(row) for row in rows]
