@@ -97,6 +97,17 @@ async def set_liability_limit(
     )
 
 
+async def set_webhook_url(
+    conn: Connection, merchant_id: str, webhook_url: str | None, now: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE merchants SET webhook_url = $2, updated_at = $3 WHERE merchant_id = $1",
+        merchant_id,
+        webhook_url,
+        now,
+    )
+
+
 def _key(row: asyncpg.Record) -> MerchantKey:
     return MerchantKey(
         key_id=row["key_id"],

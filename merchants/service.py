@@ -151,12 +151,7 @@ async def set_webhook_url(
     webhook_url = None if webhook_url is None else _check_webhook_url(webhook_url)
     async with db.transaction() as conn:
         merchant = await _open_merchant_for_update(conn, merchant_id)
-        await conn.execute(
-            "UPDATE merchants SET webhook_url = $2, updated_at = $3 WHERE merchant_id = $1",
-            merchant_id,
-            webhook_url,
-            now,
-        )
+        await repository.set_webhook_url(conn, merchant_id, webhook_url, now)
         return dataclasses.replace(merchant, webhook_url=webhook_url)
 
 
