@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.runtime import console, err_console, open_database, run
+from cli.runtime import console, err_console, open_database, refuse_unsafe_database, run
 from core.clock import SystemClock
 from core.config import get_settings
 from exchange import demo as demo_seed, nonces
@@ -31,6 +31,7 @@ def _progress() -> Progress:
 
 def expire() -> None:
     """Write off every lot past its expiry (breakage), close lapsed holds, prune old keys."""
+    refuse_unsafe_database()
     report = run(_expire())
     table = Table(title="Breakage by issuer")
     for column in ("issuer", "currency", "points written off"):

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli.ledger import print_break
-from cli.runtime import console, err_console, open_database, run
+from cli.runtime import console, err_console, open_database, refuse_unsafe_database, run
 from core.clock import SystemClock
 from core.config import get_settings
 from core.database import Database
@@ -46,6 +46,7 @@ def settle(
     if period is not None and cutoff is not None:
         raise typer.BadParameter("give --period or --cutoff, not both")
     started = time.monotonic()
+    refuse_unsafe_database()
     results = run(_settle(period, cutoff, out))
     if not results:
         console.print("Nothing to settle: every finished period is settled.")

@@ -320,3 +320,25 @@ async def test_alliance_serve_exits_non_zero_naming_the_unsafe_setting(
     assert returncode == 1, output
     assert "Refusing to start" in output
     assert "synchronous_commit = 'off' (source: database)" in output
+
+
+@pytest.mark.parametrize("command", [["settle"], ["expire"], ["scheduler"]])
+async def test_the_commands_that_write_the_books_refuse_an_unsafe_database(
+    unsafe_database_url: str, command: list[str]
+) -> None:
+    """A one-off settlement or expiry writes the ledger as the server does: the same guard, exit
+    1, before it touches anything (the database is not even migrated)."""
+    env = {**os.environ, "DATABASE_URL": unsafe_database_url}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*alliance_command(), *command],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SERVE_TIMEOUT_S,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "synchronous_commit = 'off' (source: database)" in output
+    assert "Traceback" not in output
