@@ -38,8 +38,9 @@ def after_commit() -> None:
     """Called by `exchange.service.Ledger` right after a mutation committed, before it answers.
 
     Counts the process's committed mutations when the test hook is set; ends the process at the
-    Nth. (A batch's operations each count as they commit one by one, and the batch's own record
-    counts too; issuances a batch writes set-based, in one transaction, do not.)"""
+    Nth. A recorded refusal counts (its record is a commit of its own); so do a batch's
+    operations, each as it commits one by one, and the batch's own record; issuances a batch
+    writes set-based, in one transaction, do not."""
     global _commits_left_before_exit
     if _commits_left_before_exit is None:
         return

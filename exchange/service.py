@@ -175,6 +175,7 @@ class Ledger:
                         refusal=error,
                         now=refused[1],
                     )
+                    after_commit()  # the refusal's record committed: a crash point too
                 raise
         after_commit()  # a crash-test hook (exchange/faults.py): a no-op unless its variable is set
         return Outcome(body)
