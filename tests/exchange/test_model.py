@@ -39,9 +39,16 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.database import (
+    DirectoryBasedExampleDatabase,
+    ExampleDatabase,
+    MultiplexedDatabase,
+    ReadOnlyDatabase,
+)
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -65,17 +72,39 @@ from tests.factories import DEFAULT_SETTINGS, make_member, make_merchant
 T = TypeVar("T")
 
 
-def profile(examples: int, steps: int) -> settings:
+REGRESSIONS = Path(__file__).with_name("model_regressions")
+"""Failing examples the nightly run found, kept in the repository (RELIABILITY.md L2): every run
+replays them first. The nightly profile writes a new failure here, to be committed with its fix;
+CI only reads them, so a test run never changes the working tree."""
+
+
+LOCAL_EXAMPLES = Path(".hypothesis/examples")  # Hypothesis's own default, not in git
+
+
+def examples(local: Path, kept: Path, *, keep_failures: bool) -> ExampleDatabase:
+    """Both databases are read; new failures go to `local`, and to `kept` only at night."""
+    kept_db = DirectoryBasedExampleDatabase(kept)
+    return MultiplexedDatabase(
+        DirectoryBasedExampleDatabase(local),
+        kept_db if keep_failures else ReadOnlyDatabase(kept_db),
+    )
+
+
+def profile(examples_max: int, steps: int, *, keep_failures: bool) -> settings:
     return settings(
-        max_examples=examples,
+        max_examples=examples_max,
         stateful_step_count=steps,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
         print_blob=True,
+        database=examples(LOCAL_EXAMPLES, REGRESSIONS, keep_failures=keep_failures),
     )
 
 
-PROFILES = {"ci": profile(100, 50), "nightly": profile(2000, 100)}
+PROFILES = {
+    "ci": profile(100, 50, keep_failures=False),
+    "nightly": profile(2000, 100, keep_failures=True),
+}
 PROFILE = PROFILES.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), PROFILES["ci"])
 
 MERCHANTS = 3
@@ -779,3 +808,25 @@ def test_model_constants_are_the_test_settings() -> None:
 
 async def test_ledger_agrees_with_reference_model(database_url: str) -> None:
     await asyncio.to_thread(run_state_machine_sync, database_url)
+
+
+def test_ci_replays_the_kept_failures_and_only_the_nightly_run_writes_them(
+    tmp_path: Path,
+) -> None:
+    """RELIABILITY.md L2: failures found at night are kept in the repository and replayed by
+    every run; a CI run reads them but never writes into the working tree."""
+    local, kept = tmp_path / "local", tmp_path / "kept"
+    DirectoryBasedExampleDatabase(kept).save(b"test", b"found last night")
+    ci = examples(local, kept, keep_failures=False)
+    nightly = examples(local, kept, keep_failures=True)
+
+    assert set(ci.fetch(b"test")) == {b"found last night"}, "CI replays what was kept"
+    ci.save(b"test", b"found in CI")
+    assert set(DirectoryBasedExampleDatabase(kept).fetch(b"test")) == {b"found last night"}
+    assert b"found in CI" in set(DirectoryBasedExampleDatabase(local).fetch(b"test"))
+    nightly.save(b"test", b"found tonight")
+    assert b"found tonight" in set(DirectoryBasedExampleDatabase(kept).fetch(b"test"))
+    for name, keep in (("ci", False), ("nightly", True)):
+        wanted = examples(LOCAL_EXAMPLES, REGRESSIONS, keep_failures=keep)
+        assert repr(PROFILES[name].database) == repr(wanted), name
+    assert REGRESSIONS.is_dir(), "the kept examples' directory is in the repository"
