@@ -52,8 +52,9 @@ soak: $(VENV)/.installed-dev ## Nightly tier: model 2,000x100, interop 5,000, L1
 	HYPOTHESIS_PROFILE=nightly SIGNING_INTEROP_EXAMPLES=5000 L1_ROUNDS=100 $(BIN)/pytest \
 		tests/exchange/test_model.py tests/signing/test_interop.py \
 		tests/exchange/test_concurrency.py tests/api/test_concurrency_http.py
-	WORKER_KILL_POINTS=100 WORKER_KILL_KILLS=50 SETTLEMENT_KILLS=25 $(BIN)/pytest -p no:randomly \
-		tests/api/test_worker_kill.py tests/settlement/test_killed_run.py
+	WORKER_KILL_POINTS=100 WORKER_KILL_KILLS=50 SETTLEMENT_KILLS=25 POSTGRES_KILLS=20 \
+		$(BIN)/pytest -p no:randomly tests/api/test_worker_kill.py \
+		tests/settlement/test_killed_run.py tests/api/test_postgres_kill.py
 
 demo: $(VENV)/.installed ## Seed the demo alliance into the configured database
 	$(BIN)/alliance migrate

@@ -78,6 +78,18 @@ def _json_loads(text: str) -> Any:
     return json.loads(text)
 
 
+class ConnectionLost(ConnectionError):
+    """The server went away while a connection was in use: whatever was in flight may or may not
+    have committed, so the caller answers as for any lost connection (retry with the same key)."""
+
+
+def _is_closed(conn: asyncpg.Connection) -> bool:
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:  # a pool's proxy whose connection was taken back
+        return True
+
+
 class Database:
     """An asyncpg pool and the unit-of-work helper every service uses."""
 
@@ -125,10 +137,18 @@ class Database:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """One READ COMMITTED transaction; it commits on exit, rolls back on any exception."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.connection() as conn, conn.transaction():
             yield conn
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of the pool. If the server goes away while it is in use, asyncpg may
+        say so only as "the underlying connection is closed" (an InterfaceError, e.g. from a
+        transaction's exit); that becomes `ConnectionLost`, which callers treat as transient."""
         async with self.pool.acquire() as conn:
-            yield conn
+            try:
+                yield conn
+            except asyncpg.InterfaceError as error:
+                if _is_closed(conn):
+                    raise ConnectionLost("the database connection was lost") from error
+                raise

@@ -171,7 +171,20 @@ async def record_refusal(
         async with conn.transaction():
             await _insert(conn, merchant_id, [(key, fingerprint, refusal)], now)
     finally:
-        await conn.execute(f"SELECT pg_advisory_unlock({KEY_LOCK})", merchant_id, key)
+        try:
+            await conn.execute(f"SELECT pg_advisory_unlock({KEY_LOCK})", merchant_id, key)
+        except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
+            # The session is gone, and its advisory lock with it: nothing is left to give
+            # back, and the error that lost it (if any) is the one to report.
+            if _still_connected(conn):
+                raise
+
+
+def _still_connected(conn: asyncpg.Connection) -> bool:
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:  # a pool's proxy whose connection was taken back
+        return False
 
 
 # --- many keys at once (exchange.bulk) -------------------------------------------------------

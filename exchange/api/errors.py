@@ -88,10 +88,30 @@ async def on_http_error(request: Request, error: Exception) -> Response:
     return problem_response(code, detail, headers=error.headers)
 
 
+CAUSE_CHAIN_MAX = 8
+"""Links of an exception's cause/context chain looked at for a transient error."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a retry can outlive `error`: it, or an error it was raised from or while
+    handling, is one of TRANSIENT_DATABASE_ERRORS. A connection lost mid-transaction surfaces
+    as asyncpg's InterfaceError from the transaction's exit ("the underlying connection is
+    closed"), with the connection error as its context: retrying with the same key is safe, as
+    the key replays whatever committed."""
+    current: BaseException | None = error
+    for _ in range(CAUSE_CHAIN_MAX):
+        if current is None:
+            return False
+        if isinstance(current, TRANSIENT_DATABASE_ERRORS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def failure_response(error: Exception, *, request_id: str | None = None) -> Response:
     """The answer to an exception no handler took: 503 with Retry-After if a retry can outlive
-    it (TRANSIENT_DATABASE_ERRORS), else a 500. Either way logged, and nothing of it shown."""
-    if isinstance(error, TRANSIENT_DATABASE_ERRORS):
+    it (`is_transient`), else a 500. Either way logged, and nothing of it shown."""
+    if is_transient(error):
         log.warning("database_unavailable", error=type(error).__name__, request_id=request_id)
         return problem_response(
             "service_unavailable",
