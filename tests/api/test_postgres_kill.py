@@ -52,15 +52,14 @@ from tests.api.test_worker_kill import (
     REQUEST_TIMEOUT_S,
     Current,
     Operation,
-    answered,
     assert_books_balance,
     check_balances,
     check_each_key_has_one_outcome,
     check_retries_replay,
+    funded_member,
     new_alliance,
-    until_answered,
+    till,
 )
-from tests.factories import unique
 
 KILLS = int(os.environ.get("POSTGRES_KILLS", "2"))
 """Kills of PostgreSQL under load (nightly: 20 or more)."""
@@ -281,61 +280,17 @@ async def chaos(
     return kills
 
 
-async def client_loop(
-    number: int,
-    partner: Partner,
-    members: list[str],
-    current: Current,
-    chaos_over: asyncio.Event,
-    rng: random.Random,
-    acknowledged: list[Operation],
-) -> None:
-    """D2's client (one keyed operation after another, each retried until answered), whose
-    answers the chaos counts as they come, to kill under load."""
-    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as client:
-        while not chaos_over.is_set():
-            issue = rng.random() < 0.55
-            op = Operation(
-                client=number,
-                partner=partner,
-                kind="issue" if issue else "redeem",
-                member_id=rng.choice(members),
-                points=rng.randint(1, 40) if issue else rng.randint(1, 60),
-                reference=unique("d2-ref"),  # the prefix check_balances counts
-            )
-            await until_answered(client, current, op)
-            acknowledged.append(op)
-
-
 async def run_under_kills(
     server: Server, postgres: Postgres, partners: list[Partner], rng: random.Random
 ) -> tuple[list[str], list[Operation], list[tuple[int, float]]]:
-    members: list[str] = []
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as client:
-        for _ in range(4):
-            enrolled = await answered(
-                client,
-                server.url,
-                partners[0],
-                "/v1/members",
-                {"external_ref": unique("card")},
-                unique("key"),
-            )
-            members.append(enrolled.json()["member_id"])
-            await answered(
-                client,
-                server.url,
-                partners[0],
-                "/v1/issuances",
-                {"member_id": members[-1], "points": 100, "reference": unique("start")},
-                unique("key"),
-            )
+        members = [await funded_member(client, server.url, partners[0], 100) for _ in range(4)]
     current = Current(server.url)
     chaos_over = asyncio.Event()
     acknowledged: list[Operation] = []
     clients = [
         asyncio.create_task(
-            client_loop(
+            till(
                 number,
                 partners[number % 2],
                 members,

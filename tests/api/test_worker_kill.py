@@ -216,8 +216,10 @@ async def alliance(
             await db.close()
 
 
-async def enrolled_member(client: httpx.AsyncClient, alliance: Alliance) -> str:
-    url, partner = alliance.survivor.url, alliance.partner
+async def funded_member(
+    client: httpx.AsyncClient, url: str, partner: Partner, points: int = STARTING_POINTS
+) -> str:
+    """A new member, issued `points` by `partner`, both answered by the server at `url`."""
     enrolled = await answered(
         client, url, partner, "/v1/members", {"external_ref": unique("card")}, unique("key")
     )
@@ -227,10 +229,14 @@ async def enrolled_member(client: httpx.AsyncClient, alliance: Alliance) -> str:
         url,
         partner,
         "/v1/issuances",
-        {"member_id": member_id, "points": STARTING_POINTS, "reference": unique("start")},
+        {"member_id": member_id, "points": points, "reference": unique("start")},
         unique("key"),
     )
     return member_id
+
+
+async def enrolled_member(client: httpx.AsyncClient, alliance: Alliance) -> str:
+    return await funded_member(client, alliance.survivor.url, alliance.partner)
 
 
 @dataclass
@@ -441,9 +447,11 @@ async def till(
     current: Current,
     chaos_over: asyncio.Event,
     rng: random.Random,
+    done: list[Operation] | None = None,
 ) -> list[Operation]:
-    """One client: keyed operations one after another, for as long as the kills go on."""
-    done: list[Operation] = []
+    """One client: keyed operations one after another, for as long as the kills go on; each
+    answered one is appended to `done` as it is answered (a new list if none is given)."""
+    done = [] if done is None else done
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as client:
         while not chaos_over.is_set():
             issue = rng.random() < 0.55
@@ -493,26 +501,10 @@ async def test_kill_9_of_workers_under_load_leaves_balanced_books_and_every_retr
         partners = [await make_partner(db) for _ in range(2)]
         with fleet(fresh_database_url, tmp_path, monkeypatch) as servers:
             worker = servers.ready("d2-0", exit_after_commit=None)
-            members: list[str] = []
             async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as client:
-                for _ in range(4):
-                    enrolled = await answered(
-                        client,
-                        worker.url,
-                        partners[0],
-                        "/v1/members",
-                        {"external_ref": unique("card")},
-                        unique("key"),
-                    )
-                    members.append(enrolled.json()["member_id"])
-                    await answered(
-                        client,
-                        worker.url,
-                        partners[0],
-                        "/v1/issuances",
-                        {"member_id": members[-1], "points": 100, "reference": unique("start")},
-                        unique("key"),
-                    )
+                members = [
+                    await funded_member(client, worker.url, partners[0], 100) for _ in range(4)
+                ]
 
             current = Current(worker.url)
             chaos_over = asyncio.Event()

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,6 +32,7 @@ from core.durability import (
     unsafe_settings,
 )
 from server.main import create_app
+from tests.api.test_two_servers import alliance_command, free_port
 from tests.conftest import PROJECT_ROOT, temporary_database
 
 SERVE_TIMEOUT_S = 120
@@ -271,22 +269,6 @@ async def test_the_app_starts_on_the_test_server(db: Database) -> None:
 
 
 # `alliance serve`, a real process: refuses, says why, exits non-zero.
-
-
-def alliance_command() -> list[str]:
-    script = Path(sys.executable).with_name("alliance")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("alliance")
-    assert found is not None, "the `alliance` command is not installed (pip install -e .)"
-    return [found]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.mark.parametrize("workers", [1, 2])
