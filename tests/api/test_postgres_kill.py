@@ -106,6 +106,13 @@ class Postgres:
         self.killed: list[psutil.Process] = []  # every process a kill reached, to check on
         if self.user is not None:
             shutil.chown(root, self.user, self.user)
+            # That user must reach the binaries, which a private checkout (a 0700 parent
+            # directory, as `mktemp -d` makes) hides from it: run a copy inside `root`, laid
+            # out as in site-packages (their rpath is $ORIGIN/../../../pgserver.libs).
+            site = self.bin.parent.parent.parent
+            for part in ("pgserver/pginstall", "pgserver.libs"):
+                shutil.copytree(site / part, root / "site" / part, symlinks=True)
+            self.bin = root / "site" / self.bin.relative_to(site)
 
     @property
     def server_url(self) -> str:
